@@ -1,0 +1,30 @@
+"""gn-deploy: export, fuse, build and validate group-normalization models."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "export_model", "fuse_model", "inspect_model", "validate"]
+
+if TYPE_CHECKING:
+    from gn_deploy.export import export_model
+    from gn_deploy.fusion import fuse_model, inspect_model
+    from gn_deploy.validate import validate
+
+_LAZY = {
+    "export_model": "gn_deploy.export",
+    "fuse_model": "gn_deploy.fusion",
+    "inspect_model": "gn_deploy.fusion",
+    "validate": "gn_deploy.validate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public API lazily so that `import gn_deploy` never pulls in torch."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'gn_deploy' has no attribute {name!r}")

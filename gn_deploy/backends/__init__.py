@@ -1,0 +1,1 @@
+"""Execution backends: ONNX Runtime, torch, TensorRT."""

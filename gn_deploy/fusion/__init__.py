@@ -1,0 +1,165 @@
+"""Fusion: recognize every decomposed GN, record it as a site, prove it, emit one op per site."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
+
+from gn_deploy.errors import GnDeployError
+from gn_deploy.fusion.emitters import Emitter, get_emitter
+from gn_deploy.fusion.graph import opset_version
+from gn_deploy.fusion.recognizers import RECOGNIZERS
+from gn_deploy.fusion.recognizers.affine import absorb_affine, fold_silu
+from gn_deploy.fusion.report import FOUND, FUSED, REFUSED, UNCHANGED, FuseReport, SiteReport
+from gn_deploy.fusion.site import GroupNormSite, Refusal
+from gn_deploy.fusion.verify import Proof, verify_sites
+from gn_deploy.modelio import check_output_path, load_model, save_model
+
+__all__ = ["FuseReport", "GroupNormSite", "find_sites", "fuse_model", "inspect_model"]
+
+
+def find_sites(model: ir.Model, emitter: Emitter) -> tuple[list[GroupNormSite], list[Refusal]]:
+    """Every GN site in the main graph, and the GN-like candidates that are not sites."""
+    opset = opset_version(model)
+    sites: list[GroupNormSite] = []
+    refusals: list[Refusal] = []
+    claimed: set[ir.Node] = set()
+    for node in model.graph:
+        if node in claimed:
+            continue
+        for recognize in RECOGNIZERS.get(node.op_type, []):
+            result = recognize(node, opset)
+            if result is None:
+                continue
+            if isinstance(result, GroupNormSite):
+                result = _complete(result, emitter)
+            if isinstance(result, Refusal):
+                refusals.append(result)
+            else:
+                sites.append(result)
+                claimed.update(result.nodes)
+            break
+    return sites, refusals
+
+
+def _complete(site: GroupNormSite, emitter: Emitter) -> GroupNormSite | Refusal:
+    absorb_affine(site)
+    if emitter.folds_activation:
+        fold_silu(site)
+    inside = set(site.nodes)
+    for node in site.nodes:
+        for value in node.outputs:
+            if value is site.output:
+                continue
+            if value.is_graph_output():
+                return Refusal(
+                    site.name,
+                    site.nodes[0].op_type,
+                    f"intermediate value {value.name!r} is a graph output",
+                )
+            for use in value.uses():
+                if use.node not in inside:
+                    return Refusal(
+                        site.name,
+                        site.nodes[0].op_type,
+                        f"intermediate value {value.name!r} is also read by "
+                        f"{use.node.op_type} {use.node.name!r}",
+                    )
+    return site
+
+
+def _prepare_shapes(model: ir.Model) -> None:
+    """Fill in value shapes (TorchScript exports carry none) so recognizers can read C."""
+    ShapeInferencePass()(model)
+
+
+def _emit(model: ir.Model, site: GroupNormSite, emitter: Emitter) -> None:
+    graph = model.graph
+    prefix = f"{site.name}/gn_deploy"
+    emitted = emitter.emit(site, site.x, prefix)
+    for init in emitted.initializers:
+        base, k = init.name, 1
+        while init.name in graph.initializers:
+            init.name = f"{base}_{k}"
+            k += 1
+        graph.register_initializer(init)
+    ir.convenience.replace_nodes_and_values(
+        graph,
+        insertion_point=site.nodes[-1],
+        old_nodes=site.nodes,
+        new_nodes=[emitted.node],
+        old_values=[site.output],
+        new_values=[emitted.node.outputs[0]],
+    )
+
+
+Pending = list[tuple[GroupNormSite, Proof | None, SiteReport]]
+
+
+def _analyse(
+    model: ir.Model, emitter: Emitter, verify: bool, seed: int
+) -> tuple[Pending, FuseReport]:
+    """Find and prove sites; the pending ones are those not already in the target's form."""
+    sites, refusals = find_sites(model, emitter)
+    todo = [s for s in sites if not emitter.is_final(s)]
+    proofs: list[Proof | None] = (
+        list(verify_sites(todo, model, emitter, seed)) if verify else [None] * len(todo)
+    )
+    rows = [
+        SiteReport.of_site(site, FOUND if proof is None or proof.ok else REFUSED, proof)
+        for site, proof in zip(todo, proofs, strict=True)
+    ]
+    report = FuseReport(input="", target=emitter.name)
+    report.sites = [SiteReport.of_site(s, UNCHANGED, None) for s in sites if emitter.is_final(s)]
+    report.sites += rows + [SiteReport.of_refusal(r) for r in refusals]
+    return list(zip(todo, proofs, rows, strict=True)), report
+
+
+def inspect_model(
+    path: str | os.PathLike[str], target: str = "onnx", verify: bool = True, seed: int = 0
+) -> FuseReport:
+    """Find and prove GN sites without writing anything."""
+    emitter = get_emitter(target)
+    start = time.perf_counter()
+    model = load_model(path)
+    _prepare_shapes(model)
+    _, report = _analyse(model, emitter, verify, seed)
+    report.input = os.fspath(path)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def fuse_model(
+    path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    target: str = "onnx",
+    verify: bool = True,
+    seed: int = 0,
+) -> FuseReport:
+    """Fuse every proven GN site of ``path`` into one op of ``target``; write ``output``.
+
+    Raises :class:`GnDeployError` when the model has no GN at all; sites that fail their proof
+    are left as they were and reported. The input file is never modified.
+    """
+    emitter = get_emitter(target)
+    out = check_output_path(output, path)
+    start = time.perf_counter()
+    model = load_model(path)
+    notes = emitter.prepare(model)
+    _prepare_shapes(model)
+    pending, report = _analyse(model, emitter, verify, seed)
+    if not report.sites:
+        raise GnDeployError(f"{path}: no group normalization found")
+    for site, proof, row in pending:
+        if proof is None or proof.ok:
+            _emit(model, site, emitter)
+            row.status = FUSED
+    RemoveUnusedNodesPass()(model)
+    save_model(model, out)
+    report.input, report.output = os.fspath(path), os.fspath(out)
+    report.notes = notes
+    report.seconds = time.perf_counter() - start
+    return report

@@ -1,0 +1,134 @@
+"""Emitters: turn a `GroupNormSite` into one node of a target.
+
+Adding a target means adding an emitter here and nothing else. Each emitter also knows how to
+run what it emits, which the verifier uses to prove every rewrite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from gn_deploy import plugin_op
+from gn_deploy.errors import GnDeployError, UsageError
+from gn_deploy.fusion.graph import opset_version
+from gn_deploy.fusion.recognizers.group_norm_op import FAMILY_21
+from gn_deploy.fusion.site import GroupNormSite
+
+GROUPNORM_OPSET = 21
+
+
+@dataclass
+class Emitted:
+    node: ir.Node
+    initializers: list[ir.Value]
+
+
+def _initializer(name: str, array: np.ndarray) -> ir.Value:
+    tensor = ir.tensor(array, name=name)
+    return ir.Value(
+        name=name, const_value=tensor, type=ir.TensorType(tensor.dtype), shape=tensor.shape
+    )
+
+
+class OnnxEmitter:
+    """Standard ONNX GroupNormalization-21 (per-channel scale and bias); SiLU stays separate."""
+
+    name = "onnx"
+    folds_activation = False
+    opset_imports = {"": GROUPNORM_OPSET}
+
+    def is_final(self, site: GroupNormSite) -> bool:
+        return site.family == FAMILY_21 and len(site.nodes) == 1
+
+    def prepare(self, model: ir.Model) -> list[str]:
+        """Bring the default domain to opset 21, where GroupNormalization takes [C] scales."""
+        current = opset_version(model)
+        if current >= GROUPNORM_OPSET:
+            return []
+        from onnxscript import version_converter
+
+        try:
+            version_converter.convert_version(model, GROUPNORM_OPSET)
+        except Exception as exc:  # the converter raises many types; all mean "cannot upgrade"
+            raise GnDeployError(
+                f"cannot upgrade the model from opset {current} to {GROUPNORM_OPSET}, which "
+                f"GroupNormalization with per-channel scale needs: {exc}; "
+                "try --target trt-plugin, which keeps the opset"
+            ) from exc
+        return [f"model opset upgraded from {current} to {GROUPNORM_OPSET} for GroupNormalization"]
+
+    def emit(self, site: GroupNormSite, x: ir.Value, prefix: str) -> Emitted:
+        dtype = x.dtype.numpy() if x.dtype is not None else np.float32
+        gamma = _initializer(f"{prefix}.scale", site.gamma_or_ones().astype(dtype))
+        beta = _initializer(f"{prefix}.bias", site.beta_or_zeros().astype(dtype))
+        node = ir.node(
+            "GroupNormalization",
+            [x, gamma, beta],
+            attributes={"num_groups": site.num_groups, "epsilon": site.epsilon},
+            name=prefix,
+        )
+        return Emitted(node, [gamma, beta])
+
+    def run(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        from gn_deploy.backends.ort import run_model
+
+        return run_model(model, feeds)
+
+
+class TrtPluginEmitter:
+    """gn-deploy's TensorRT plugin op `FusedGroupNorm` with fp32 gamma/beta and SiLU folded."""
+
+    name = "trt-plugin"
+    folds_activation = True
+    opset_imports = {plugin_op.DOMAIN: plugin_op.DOMAIN_VERSION}
+
+    def is_final(self, site: GroupNormSite) -> bool:
+        return False
+
+    def prepare(self, model: ir.Model) -> list[str]:
+        model.opset_imports.setdefault(plugin_op.DOMAIN, plugin_op.DOMAIN_VERSION)
+        return []
+
+    def emit(self, site: GroupNormSite, x: ir.Value, prefix: str) -> Emitted:
+        gamma = _initializer(f"{prefix}.gamma", site.gamma_or_ones())
+        beta = _initializer(f"{prefix}.beta", site.beta_or_zeros())
+        node = ir.node(
+            plugin_op.OP_TYPE,
+            [x, gamma, beta],
+            attributes={
+                "num_groups": site.num_groups,
+                "epsilon": site.epsilon,
+                "activation": int(site.activation),
+                "plugin_namespace": plugin_op.PLUGIN_NAMESPACE,
+                "plugin_version": plugin_op.PLUGIN_VERSION,
+            },
+            domain=plugin_op.DOMAIN,
+            name=prefix,
+        )
+        return Emitted(node, [gamma, beta])
+
+    def run(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        from onnx.reference import ReferenceEvaluator
+
+        evaluator = ReferenceEvaluator(model, new_ops=[plugin_op.FusedGroupNorm])
+        return [np.asarray(o) for o in evaluator.run(None, feeds)]
+
+
+Emitter = OnnxEmitter | TrtPluginEmitter
+
+EMITTERS: dict[str, type[OnnxEmitter] | type[TrtPluginEmitter]] = {
+    OnnxEmitter.name: OnnxEmitter,
+    TrtPluginEmitter.name: TrtPluginEmitter,
+}
+
+
+def get_emitter(target: str) -> Emitter:
+    try:
+        return EMITTERS[target]()
+    except KeyError:
+        known = ", ".join(EMITTERS)
+        raise UsageError(f"unknown target {target!r}; choose one of: {known}") from None

@@ -1,0 +1,225 @@
+"""Prove each site before it is committed: the replaced subgraph and the emitted op must agree.
+
+All sites are checked together: the replaced subgraphs go into one small model (run on ONNX
+Runtime at the model's own opset) and the emitted ops into another (run by the emitter's
+backend), each site with its own random input of a small concrete shape. The cost is per site,
+independent of the size of the model around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx import compose
+
+from gn_deploy.backends.ort import run_model
+from gn_deploy.fusion.emitters import Emitter
+from gn_deploy.fusion.site import GroupNormSite, Layout
+from gn_deploy.reference import relative_l2, tolerance_for
+
+# Sizes picked for axes whose length is only known at run time (batch, then the others).
+_BATCH = 2
+_SPATIAL = 5
+_IR_VERSION = 10
+
+
+@dataclass
+class Proof:
+    ok: bool
+    max_abs_error: float = float("nan")
+    rel_l2: float = float("nan")
+    reason: str = ""
+
+
+def verify_sites(
+    sites: list[GroupNormSite], model: ir.Model, emitter: Emitter, seed: int = 0
+) -> list[Proof]:
+    """One :class:`Proof` per site, in order."""
+    rng = np.random.default_rng(seed)
+    feeds = [_random_input(site, rng) for site in sites]
+    expected, failed_orig = _run_all(
+        feeds, lambda idx: _original_model(sites, idx, model), run_model
+    )
+    actual, failed_emit = _run_all(
+        feeds, lambda idx: _emitted_model(sites, idx, emitter), emitter.run
+    )
+    proofs = []
+    for i, site in enumerate(sites):
+        if i in failed_orig:
+            proofs.append(
+                Proof(False, reason=f"the matched subgraph fails to run: {failed_orig[i]}")
+            )
+        elif i in failed_emit:
+            proofs.append(Proof(False, reason=f"the emitted op fails to run: {failed_emit[i]}"))
+        else:
+            proofs.append(_compare(site, expected[i], actual[i]))
+    return proofs
+
+
+Runner = Callable[[onnx.ModelProto, dict[str, np.ndarray]], list[np.ndarray]]
+
+
+def _run_all(
+    feeds: list[np.ndarray], build: Callable[[list[int]], onnx.ModelProto], run: Runner
+) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """Run every site in one model; if that fails, run each alone to find the failing ones."""
+    indices = list(range(len(feeds)))
+    if not indices:
+        return {}, {}
+    try:
+        outputs = run(build(indices), {f"s{i}/x": feeds[i] for i in indices})
+        return dict(zip(indices, outputs, strict=True)), {}
+    except Exception:  # some site breaks the batch; find which below
+        pass
+    results: dict[int, np.ndarray] = {}
+    failures: dict[int, str] = {}
+    for i in indices:
+        try:
+            results[i] = run(build([i]), {f"s{i}/x": feeds[i]})[0]
+        except Exception as exc:  # any backend error is a reason to refuse this site
+            failures[i] = _first_line(exc)
+    return results, failures
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _compare(site: GroupNormSite, expected: np.ndarray, actual: np.ndarray) -> Proof:
+    dtype = str(expected.dtype)
+    if expected.shape != actual.shape:
+        return Proof(False, reason=f"shape {actual.shape} differs from {expected.shape}")
+    err = relative_l2(actual, expected)
+    max_abs = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
+    tol = tolerance_for(dtype)
+    if not err <= tol:
+        return Proof(False, max_abs, err, f"outputs differ: relative L2 {err:.2e} > {tol:.0e}")
+    return Proof(True, max_abs, err)
+
+
+def concrete_shape(site: GroupNormSite) -> tuple[int, ...]:
+    assert site.x.shape is not None
+    dims = []
+    for axis, dim in enumerate(site.x.shape):
+        if isinstance(dim, int):
+            dims.append(dim)
+        elif axis == 0:
+            dims.append(_BATCH)
+        else:
+            dims.append(site.channels if _is_channel_axis(site, axis) else _SPATIAL)
+    return tuple(dims)
+
+
+def _is_channel_axis(site: GroupNormSite, axis: int) -> bool:
+    assert site.x.shape is not None
+    return axis == (1 if site.layout is Layout.NCHW else len(site.x.shape) - 1)
+
+
+def _random_input(site: GroupNormSite, rng: np.random.Generator) -> np.ndarray:
+    """Per-channel offsets and scales, so that wrong grouping or wrong statistics show."""
+    shape = concrete_shape(site)
+    axis = 1 if site.layout is Layout.NCHW else len(shape) - 1
+    bshape = [1] * len(shape)
+    bshape[axis] = shape[axis]
+    offset = rng.uniform(-3, 3, bshape)
+    scale = rng.uniform(0.5, 2.0, bshape)
+    x = rng.standard_normal(shape) * scale + offset
+    dtype = site.x.dtype.numpy() if site.x.dtype is not None else np.float32
+    return x.astype(dtype)
+
+
+def _value_info(name: str, value: ir.Value, shape: tuple[int, ...] | None) -> onnx.ValueInfoProto:
+    elem = value.dtype.value if value.dtype is not None else onnx.TensorProto.FLOAT
+    return onnx.helper.make_tensor_value_info(name, elem, shape)
+
+
+def _closure(site: GroupNormSite) -> tuple[list[ir.Node], list[ir.Value]]:
+    """The nodes computing ``site.output`` from ``site.x`` and constants, in order."""
+    order: list[ir.Node] = []
+    initializers: dict[str, ir.Value] = {}
+    seen: set[ir.Node] = set()
+
+    def visit(value: ir.Value) -> None:
+        if value is site.x:
+            return
+        node = value.producer()
+        if node is None:
+            if value.const_value is None:
+                raise ValueError(f"the site depends on graph input {value.name!r}")
+            initializers[value.name or ""] = value
+            return
+        if node in seen:
+            return
+        seen.add(node)
+        for inp in node.inputs:
+            if inp is not None:
+                visit(inp)
+        order.append(node)
+
+    visit(site.output)
+    return order, list(initializers.values())
+
+
+def _original_model(
+    sites: list[GroupNormSite], indices: list[int], model: ir.Model
+) -> onnx.ModelProto:
+    graphs = []
+    for i in indices:
+        site = sites[i]
+        nodes, inits = _closure(site)
+        graph = onnx.helper.make_graph(
+            [ir.serde.serialize_node(n) for n in nodes],
+            "site",
+            [_value_info(site.x.name or "", site.x, concrete_shape(site))],
+            [_value_info(site.output.name or "", site.output, None)],
+            [ir.serde.serialize_tensor(v.const_value) for v in inits if v.const_value],
+        )
+        for tensor, value in zip(graph.initializer, inits, strict=True):
+            tensor.name = value.name or ""
+        graph = compose.add_prefix_graph(graph, f"s{i}/")
+        graph.input[0].name = f"s{i}/x"
+        _rename_input(graph, f"s{i}/{site.x.name}", f"s{i}/x")
+        graphs.append(graph)
+    opsets = [onnx.helper.make_opsetid(d, v) for d, v in model.opset_imports.items()]
+    return _merge(graphs, opsets)
+
+
+def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name == old:
+                node.input[k] = new
+
+
+def _merge(graphs: list[onnx.GraphProto], opsets: list[onnx.OperatorSetIdProto]) -> onnx.ModelProto:
+    merged = onnx.helper.make_graph([], "verify", [], [])
+    for g in graphs:
+        merged.node.extend(g.node)
+        merged.input.extend(g.input)
+        merged.output.extend(g.output)
+        merged.initializer.extend(g.initializer)
+    return onnx.helper.make_model(merged, opset_imports=opsets, ir_version=_IR_VERSION)
+
+
+def _emitted_model(
+    sites: list[GroupNormSite], indices: list[int], emitter: Emitter
+) -> onnx.ModelProto:
+    inputs, outputs, nodes, inits = [], [], [], []
+    for i in indices:
+        site = sites[i]
+        x = ir.Value(name=f"s{i}/x", type=site.x.type, shape=ir.Shape(concrete_shape(site)))
+        emitted = emitter.emit(site, x, f"s{i}/gn")
+        out = emitted.node.outputs[0]
+        out.name, out.type = f"s{i}/y", site.x.type
+        inputs.append(x)
+        outputs.append(out)
+        nodes.append(emitted.node)
+        inits.extend(emitted.initializers)
+    opsets = {"": 21, **emitter.opset_imports}
+    graph = ir.Graph(inputs, outputs, nodes=nodes, initializers=inits, opset_imports=opsets)
+    return ir.serde.serialize_model(ir.Model(graph, ir_version=_IR_VERSION))

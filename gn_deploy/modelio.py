@@ -1,0 +1,97 @@
+"""Reading and writing ONNX files: clear errors naming the file, atomic writes, external data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from gn_deploy.errors import GnDeployError, UsageError
+
+# Above this many bytes of tensor data a model must keep its weights in an external file.
+_PROTOBUF_LIMIT = 1_800_000_000
+
+
+def load_model(path: str | os.PathLike[str]) -> ir.Model:
+    """Load an ONNX model, its external data left on disk until used."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{p}: no such file")
+    if p.is_dir():
+        raise UsageError(f"{p}: is a directory, expected an .onnx file")
+    if not os.access(p, os.R_OK):
+        raise GnDeployError(f"{p}: permission denied")
+    if p.stat().st_size == 0:
+        raise GnDeployError(f"{p}: empty file, not an ONNX model")
+    try:
+        model = ir.load(p)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise GnDeployError(f"{p}: not a valid ONNX model (truncated or corrupt: {exc})") from exc
+    if len(model.graph) == 0:
+        raise GnDeployError(f"{p}: not a valid ONNX model (the graph has no nodes)")
+    _check_external_data(model, p)
+    return model
+
+
+def _check_external_data(model: ir.Model, path: Path) -> None:
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor):
+            data = Path(tensor.base_dir or path.parent) / tensor.location
+            if not data.is_file():
+                raise GnDeployError(
+                    f"{path}: external data file {data} named by tensor {value.name!r} is missing"
+                )
+
+
+def uses_external_data(model: ir.Model) -> bool:
+    return any(
+        isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values()
+    )
+
+
+def _tensor_bytes(model: ir.Model) -> int:
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value)
+
+
+def check_output_path(output: str | os.PathLike[str], *inputs: str | os.PathLike[str]) -> Path:
+    """Refuse an output that would overwrite an input (or its external data)."""
+    out = Path(output)
+    for source in inputs:
+        src = Path(source)
+        if out.resolve() == src.resolve():
+            raise UsageError(f"{out}: output path is the input file; choose another -o")
+        if out.resolve() == Path(str(src) + ".data").resolve():
+            raise UsageError(f"{out}: output path is the input's external data file")
+    if out.is_dir():
+        raise UsageError(f"{out}: is a directory; -o takes a file path")
+    if not out.parent.exists():
+        raise UsageError(f"{out}: directory {out.parent} does not exist")
+    return out
+
+
+def save_model(
+    model: ir.Model, output: str | os.PathLike[str], external: bool | None = None
+) -> Path:
+    """Write ``model`` to ``output`` atomically.
+
+    Weights go to ``<output>.data`` beside it when ``external`` is true, or, when it is None,
+    when the model already kept them externally or is too large for one protobuf.
+    """
+    out = Path(output)
+    if external is None:
+        external = uses_external_data(model) or _tensor_bytes(model) > _PROTOBUF_LIMIT
+    data_name = out.name + ".data"
+    staging = Path(tempfile.mkdtemp(prefix=".gn-deploy-", dir=out.parent))
+    try:
+        ir.save(model, staging / out.name, external_data=data_name if external else None)
+        if external:
+            os.replace(staging / data_name, out.parent / data_name)
+        os.replace(staging / out.name, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
