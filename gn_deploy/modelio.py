@@ -7,6 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import onnx
+import onnx.version_converter
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
@@ -16,8 +18,12 @@ from gn_deploy.errors import GnDeployError, UsageError
 _PROTOBUF_LIMIT = 1_800_000_000
 
 
-def load_model(path: str | os.PathLike[str]) -> ir.Model:
-    """Load an ONNX model, its external data left on disk until used."""
+def load_model(path: str | os.PathLike[str], infer_shapes: bool = False) -> ir.Model:
+    """Load an ONNX model, its external data left on disk until used.
+
+    ``infer_shapes`` runs ONNX shape inference on the protobuf first (TorchScript exports carry
+    no intermediate shapes), which is cheaper than a round trip through the IR later.
+    """
     p = Path(path)
     if not p.exists():
         raise UsageError(f"{p}: no such file")
@@ -28,13 +34,43 @@ def load_model(path: str | os.PathLike[str]) -> ir.Model:
     if p.stat().st_size == 0:
         raise GnDeployError(f"{p}: empty file, not an ONNX model")
     try:
-        model = ir.load(p)
+        proto = onnx.load(p, load_external_data=False)
+        if infer_shapes:
+            proto = _with_inferred_shapes(proto)
+        model = ir.serde.deserialize_model(proto)
     except (DecodeError, ValueError, RuntimeError) as exc:
         raise GnDeployError(f"{p}: not a valid ONNX model (truncated or corrupt: {exc})") from exc
     if len(model.graph) == 0:
         raise GnDeployError(f"{p}: not a valid ONNX model (the graph has no nodes)")
+    ir.external_data.set_base_dir(model.graph, p.parent)
     _check_external_data(model, p)
     return model
+
+
+# ONNX propagates the values of Shape ops into Reshape only from this opset on.
+_SHAPE_DATA_PROP_OPSET = 15
+
+
+def _with_inferred_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Run ONNX shape inference, seeing through ``Reshape(·, Shape(x))`` at every opset.
+
+    Below opset 15 ONNX cannot propagate ``Shape`` values, so inference runs on a copy converted
+    to opset 15 and only its value shapes are copied back; the model itself keeps its opset.
+    """
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset >= _SHAPE_DATA_PROP_OPSET:
+        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    try:
+        upgraded = onnx.version_converter.convert_version(proto, _SHAPE_DATA_PROP_OPSET)
+    except (RuntimeError, ValueError):  # no adapter for some op: plain inference
+        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    inferred = onnx.shape_inference.infer_shapes(upgraded, data_prop=True)
+    produced = {name for node in proto.graph.node for name in node.output}
+    known = {v.name for v in proto.graph.value_info}
+    proto.graph.value_info.extend(
+        v for v in inferred.graph.value_info if v.name in produced and v.name not in known
+    )
+    return proto
 
 
 def _check_external_data(model: ir.Model, path: Path) -> None:

@@ -6,7 +6,6 @@ import os
 import time
 
 import onnx_ir as ir
-from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
 
 from gn_deploy.errors import GnDeployError
 from gn_deploy.fusion.emitters import Emitter, get_emitter
@@ -71,11 +70,6 @@ def _complete(site: GroupNormSite, emitter: Emitter) -> GroupNormSite | Refusal:
     return site
 
 
-def _prepare_shapes(model: ir.Model) -> None:
-    """Fill in value shapes (TorchScript exports carry none) so recognizers can read C."""
-    ShapeInferencePass()(model)
-
-
 def _emit(model: ir.Model, site: GroupNormSite, emitter: Emitter) -> None:
     graph = model.graph
     prefix = f"{site.name}/gn_deploy"
@@ -86,6 +80,7 @@ def _emit(model: ir.Model, site: GroupNormSite, emitter: Emitter) -> None:
             init.name = f"{base}_{k}"
             k += 1
         graph.register_initializer(init)
+    feeding = [v for n in site.nodes for v in n.inputs if v is not None]
     ir.convenience.replace_nodes_and_values(
         graph,
         insertion_point=site.nodes[-1],
@@ -94,6 +89,27 @@ def _emit(model: ir.Model, site: GroupNormSite, emitter: Emitter) -> None:
         old_values=[site.output],
         new_values=[emitted.node.outputs[0]],
     )
+    _remove_dead(graph, feeding)
+
+
+def _remove_dead(graph: ir.Graph, values: list[ir.Value]) -> None:
+    """Remove the constants and shape nodes that only fed the replaced nodes.
+
+    Local dead-code removal: cost proportional to the site, not to the model.
+    """
+    stack = list(values)
+    while stack:
+        value = stack.pop()
+        if value.uses() or value.is_graph_output() or value.is_graph_input():
+            continue
+        node = value.producer()
+        if node is None:
+            if value.name in graph.initializers and graph.initializers[value.name] is value:
+                del graph.initializers[value.name]
+            continue
+        if node.graph is graph and not any(o.uses() or o.is_graph_output() for o in node.outputs):
+            stack.extend(v for v in node.inputs if v is not None)
+            graph.remove(node, safe=True)
 
 
 Pending = list[tuple[GroupNormSite, Proof | None, SiteReport]]
@@ -124,8 +140,7 @@ def inspect_model(
     """Find and prove GN sites without writing anything."""
     emitter = get_emitter(target)
     start = time.perf_counter()
-    model = load_model(path)
-    _prepare_shapes(model)
+    model = load_model(path, infer_shapes=True)
     _, report = _analyse(model, emitter, verify, seed)
     report.input = os.fspath(path)
     report.seconds = time.perf_counter() - start
@@ -147,9 +162,8 @@ def fuse_model(
     emitter = get_emitter(target)
     out = check_output_path(output, path)
     start = time.perf_counter()
-    model = load_model(path)
+    model = load_model(path, infer_shapes=True)
     notes = emitter.prepare(model)
-    _prepare_shapes(model)
     pending, report = _analyse(model, emitter, verify, seed)
     if not report.sites:
         raise GnDeployError(f"{path}: no group normalization found")
@@ -157,7 +171,6 @@ def fuse_model(
         if proof is None or proof.ok:
             _emit(model, site, emitter)
             row.status = FUSED
-    RemoveUnusedNodesPass()(model)
     save_model(model, out)
     report.input, report.output = os.fspath(path), os.fspath(out)
     report.notes = notes

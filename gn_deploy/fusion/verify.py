@@ -177,16 +177,20 @@ def _original_model(
             "site",
             [_value_info(site.x.name or "", site.x, concrete_shape(site))],
             [_value_info(site.output.name or "", site.output, None)],
-            [ir.serde.serialize_tensor(v.const_value) for v in inits if v.const_value],
+            [_embedded(v) for v in inits],
         )
-        for tensor, value in zip(graph.initializer, inits, strict=True):
-            tensor.name = value.name or ""
         graph = compose.add_prefix_graph(graph, f"s{i}/")
         graph.input[0].name = f"s{i}/x"
         _rename_input(graph, f"s{i}/{site.x.name}", f"s{i}/x")
         graphs.append(graph)
     opsets = [onnx.helper.make_opsetid(d, v) for d, v in model.opset_imports.items()]
     return _merge(graphs, opsets)
+
+
+def _embedded(value: ir.Value) -> onnx.TensorProto:
+    """The initializer's data inside the proto (the verifier's model has no external files)."""
+    assert value.const_value is not None
+    return ir.serde.serialize_tensor(ir.tensor(value.const_value.numpy(), name=value.name))
 
 
 def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:

@@ -1,0 +1,38 @@
+# gn-deploy: `make demo` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := build/demo
+# torch is pinned here, in the set-up only: 2.13.0 is the CPU wheel this workplace serves.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: demo test lint bench-fuse clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
+	$(BIN)/python -m pip install -q -e '.[torch,dev]'
+	touch $@
+
+demo: $(STAMP)
+	mkdir -p $(DEMO)
+	$(BIN)/gn-deploy export --model gn_deploy.models:demo_unet --input x:1x4x32x32 \
+		--dynamic x:0=batch -o $(DEMO)/demo.onnx
+	$(BIN)/gn-deploy fuse $(DEMO)/demo.onnx -o $(DEMO)/demo.fused.onnx --target onnx \
+		--report $(DEMO)/fuse-onnx.json
+	$(BIN)/gn-deploy fuse $(DEMO)/demo.onnx -o $(DEMO)/demo.trt.onnx --target trt-plugin \
+		--report $(DEMO)/fuse-trt.json
+	$(BIN)/gn-deploy validate --model gn_deploy.models:demo_unet --input x:2x4x32x32 \
+		$(DEMO)/demo.onnx $(DEMO)/demo.fused.onnx $(DEMO)/demo.trt.onnx
+
+test: $(STAMP)
+	$(BIN)/ruff check gn_deploy tests scripts
+	$(BIN)/python -m pytest
+
+bench-fuse: $(STAMP)
+	$(BIN)/gn-deploy bench fuse -o docs/benchmarks/fuse.md
+
+clean:
+	rm -rf $(VENV) build

@@ -1,0 +1,113 @@
+"""torch → ONNX with either of torch's exporters (dynamo or TorchScript)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gn_deploy.errors import GnDeployError, UsageError
+from gn_deploy.specs import InputSpec, load_factory, parse_dynamic
+
+EXPORTERS = ("dynamo", "torchscript")
+DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
+
+
+def require_torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise GnDeployError(
+            "this needs PyTorch: pip install 'gn-deploy[torch]' (or torch itself)"
+        ) from exc
+    return torch
+
+
+def load_torch_model(model: Any) -> Any:
+    """An ``nn.Module`` in eval mode from a module, or from a ``module:factory`` reference."""
+    torch = require_torch()
+    if isinstance(model, str):
+        factory = load_factory(model)
+        try:
+            model = factory()
+        except Exception as exc:  # user code
+            raise GnDeployError(f"--model {model!r}: the factory raised {exc!r}") from exc
+    if not isinstance(model, torch.nn.Module):
+        raise GnDeployError(f"--model: expected a torch.nn.Module, got {type(model).__name__}")
+    return model.eval()
+
+
+def example_inputs(specs: Sequence[InputSpec], seed: int = 0) -> list[Any]:
+    """Random tensors (standard normal for floats) matching ``specs``."""
+    torch = require_torch()
+    gen = torch.Generator().manual_seed(seed)
+    tensors = []
+    for spec in specs:
+        dtype = getattr(torch, spec.dtype)
+        if dtype.is_floating_point:
+            t = torch.randn(spec.shape, generator=gen).to(dtype)
+        else:
+            t = torch.randint(0, 4, spec.shape, generator=gen).to(dtype)
+        tensors.append(t)
+    return tensors
+
+
+def export_model(
+    model: Any,
+    inputs: Sequence[InputSpec | str],
+    output: str | os.PathLike[str],
+    dynamic: Sequence[str] | dict[str, dict[int, str]] = (),
+    opset: int | None = None,
+    exporter: str = "dynamo",
+    seed: int = 0,
+) -> Path:
+    """Export ``model`` (an ``nn.Module`` or ``module:factory``) to ONNX at ``output``.
+
+    ``inputs`` name each forward argument with a concrete example shape; ``dynamic`` marks axes
+    as dynamic (``"x:0=batch"`` strings or ``{"x": {0: "batch"}}``). The file is written
+    atomically; the dynamo exporter may put weights in ``<output>.data`` beside it.
+    """
+    torch = require_torch()
+    if exporter not in EXPORTERS:
+        raise UsageError(f"--exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
+    specs = [s if isinstance(s, InputSpec) else InputSpec.parse(s) for s in inputs]
+    if not specs:
+        raise UsageError("--input: at least one input is needed, e.g. --input x:1x3x64x64")
+    axes = dict(dynamic) if isinstance(dynamic, dict) else dict(parse_dynamic(d) for d in dynamic)
+    names = [s.name for s in specs]
+    for name in axes:
+        if name not in names:
+            raise UsageError(f"--dynamic {name!r}: no --input of that name ({', '.join(names)})")
+    module = load_torch_model(model)
+    out = Path(output)
+    if not out.parent.exists():
+        raise UsageError(f"{out}: directory {out.parent} does not exist")
+    opset = opset or DEFAULT_OPSET[exporter]
+    args = tuple(example_inputs(specs, seed))
+    staging = Path(tempfile.mkdtemp(prefix=".gn-deploy-", dir=out.parent))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                args,
+                os.fspath(staging / out.name),
+                input_names=names,
+                opset_version=opset,
+                dynamic_axes=axes or None,
+                dynamo=exporter == "dynamo",
+                verbose=False,
+            )
+        for produced in staging.iterdir():
+            os.replace(produced, out.parent / produced.name)
+    except GnDeployError:
+        raise
+    except Exception as exc:  # exporter failures come in many types
+        raise GnDeployError(f"{exporter} export of the model failed: {exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out

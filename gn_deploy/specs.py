@@ -1,0 +1,98 @@
+"""Parsing the command line's small languages: input specs, dynamic axes, `module:attr` refs."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gn_deploy.errors import GnDeployError, UsageError
+
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool")
+_NAME = r"[A-Za-z_][\w.\-/]*"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """``name:1x3x64x64[:dtype]``: one model input's name, concrete shape and dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    @classmethod
+    def parse(cls, text: str) -> InputSpec:
+        m = re.fullmatch(rf"({_NAME}):(\d+(?:x\d+)*)(?::(\w+))?", text.strip())
+        if not m:
+            raise UsageError(
+                f"--input {text!r}: expected NAME:DIMS[:DTYPE], for example x:1x3x64x64:float16"
+            )
+        dtype = m.group(3) or "float32"
+        if dtype not in DTYPES:
+            raise UsageError(f"--input {text!r}: unknown dtype {dtype!r}; one of {', '.join(DTYPES)}")
+        shape = tuple(int(d) for d in m.group(2).split("x"))
+        if any(d == 0 for d in shape):
+            raise UsageError(f"--input {text!r}: dimensions must be positive")
+        return cls(m.group(1), shape, dtype)
+
+
+def parse_dynamic(text: str) -> tuple[str, dict[int, str]]:
+    """``name:0=batch,2=height``: which axes of an input are dynamic, and their names."""
+    m = re.fullmatch(rf"({_NAME}):(.+)", text.strip())
+    if not m:
+        raise UsageError(f"--dynamic {text!r}: expected NAME:AXIS=LABEL[,AXIS=LABEL...]")
+    axes: dict[int, str] = {}
+    for part in m.group(2).split(","):
+        am = re.fullmatch(r"(\d+)=([A-Za-z_]\w*)", part.strip())
+        if not am:
+            raise UsageError(f"--dynamic {text!r}: {part!r} is not AXIS=LABEL (e.g. 0=batch)")
+        axes[int(am.group(1))] = am.group(2)
+    return m.group(1), axes
+
+
+def load_reference(ref: str, what: str = "--model") -> Any:
+    """Resolve ``package.module:attr`` (or ``path/to/file.py:attr``) to the object it names."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"{what} {ref!r}: expected MODULE:ATTRIBUTE, e.g. gn_deploy.models:demo_unet")
+    try:
+        module = _import(module_name)
+    except GnDeployError:
+        raise
+    except Exception as exc:  # any import-time failure in user code
+        raise GnDeployError(f"{what} {ref!r}: cannot import {module_name!r}: {exc}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise GnDeployError(f"{what} {ref!r}: {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _import(module_name: str) -> Any:
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.is_file():
+            raise GnDeployError(f"--model: no such file {path}")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise GnDeployError(f"--model: no module named {exc.name!r}") from exc
+
+
+def load_factory(ref: str) -> Callable[[], Any]:
+    factory = load_reference(ref)
+    if not callable(factory):
+        raise GnDeployError(f"--model {ref!r}: {type(factory).__name__} is not callable")
+    return factory

@@ -1,0 +1,57 @@
+"""Test helpers: build small GN models, export them with torch, count ops, run them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from gn_deploy import plugin_op
+
+
+def op_counts(path: str | Path) -> Counter[str]:
+    model = onnx.load(path, load_external_data=False)
+    return Counter(n.op_type for n in model.graph.node)
+
+
+def run_ort(path: str | Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def run_reference(path: str | Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    from onnx.reference import ReferenceEvaluator
+
+    evaluator = ReferenceEvaluator(str(path), new_ops=[plugin_op.FusedGroupNorm])
+    return [np.asarray(o) for o in evaluator.run(None, feeds)]
+
+
+def two_gn_module(channels: int, groups: int, rank: int, affine: bool):  # noqa: ANN201
+    """x → GN1 → SiLU, + x → GN2: two GroupNorms, the first with a SiLU epilogue."""
+    import torch
+    from torch import nn
+
+    class TwoGN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gn1 = nn.GroupNorm(groups, channels, affine=affine)
+            self.gn2 = nn.GroupNorm(groups, channels, eps=1e-3, affine=affine)
+            if affine:
+                for gn in (self.gn1, self.gn2):
+                    nn.init.uniform_(gn.weight, 0.5, 1.5)
+                    nn.init.uniform_(gn.bias, -0.5, 0.5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = nn.functional.silu(self.gn1(x))
+            return self.gn2(h + x)
+
+    torch.manual_seed(0)
+    return TwoGN().eval()
+
+
+def spatial_shape(rank: int) -> tuple[int, ...]:
+    return {3: (7,), 4: (5, 6), 5: (3, 4, 5)}[rank]
