@@ -22,8 +22,14 @@ def _builtin_models(workdir: Path) -> list[Path]:
     for exporter, opset in (("torchscript", 17), ("dynamo", 18)):
         path = workdir / f"sd15_unet_{exporter}_op{opset}.onnx"
         print(f"exporting the SD-1.5-layout UNet with {exporter} ...", file=sys.stderr)
-        export_model("gn_deploy.models:sd15_unet", ["x:1x4x32x32"], path,
-                     dynamic=["x:0=batch"], opset=opset, exporter=exporter)
+        export_model(
+            "gn_deploy.models:sd15_unet",
+            ["x:1x4x32x32"],
+            path,
+            dynamic=["x:0=batch"],
+            opset=opset,
+            exporter=exporter,
+        )
         paths.append(path)
     return paths
 
@@ -44,9 +50,11 @@ def bench_fuse(models: Sequence[str | Path], repeat: int) -> str:
                     report = fuse_model(path, out, target=target)
                     times.append(time.perf_counter() - start)
                 runs = times[1:]
-                rows.append(f"| {path.name} | {nodes} | {target} | {report.count('fused')} | "
-                            f"{report.count('refused')} | {statistics.median(runs):.3f} | "
-                            f"{min(runs):.3f} |")
+                rows.append(
+                    f"| {path.name} | {nodes} | {target} | {report.count('fused')} | "
+                    f"{report.count('refused')} | {statistics.median(runs):.3f} | "
+                    f"{min(runs):.3f} |"
+                )
     head = [
         f"command: `gn-deploy bench fuse{' ' if models else ''}{' '.join(map(str, models))} "
         f"--repeat {repeat}`",

@@ -27,13 +27,20 @@ def _export(args: argparse.Namespace) -> int:
     from gn_deploy.export import export_model
 
     print(f"exporting {args.model} with the {args.exporter} exporter ...", file=sys.stderr)
-    out = export_model(args.model, args.input, args.output, dynamic=args.dynamic,
-                       opset=args.opset, exporter=args.exporter, seed=args.seed)
+    out = export_model(
+        args.model,
+        args.input,
+        args.output,
+        dynamic=args.dynamic,
+        opset=args.opset,
+        exporter=args.exporter,
+        seed=args.seed,
+    )
     print(f"wrote {out}")
     return 0
 
 
-def _print_fuse_report(report, report_path: str | None) -> None:  # noqa: ANN001
+def _print_fuse_report(report, report_path: str | None) -> None:
     print(report.table())
     for note in report.notes:
         print(f"note: {note}")
@@ -46,8 +53,9 @@ def _print_fuse_report(report, report_path: str | None) -> None:  # noqa: ANN001
 def _fuse(args: argparse.Namespace) -> int:
     from gn_deploy.fusion import fuse_model
 
-    report = fuse_model(args.model, args.output, target=args.target,
-                        verify=not args.no_verify, seed=args.seed)
+    report = fuse_model(
+        args.model, args.output, target=args.target, verify=not args.no_verify, seed=args.seed
+    )
     _print_fuse_report(report, args.report)
     print(f"wrote {report.output}")
     return 0
@@ -56,8 +64,9 @@ def _fuse(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from gn_deploy.fusion import inspect_model
 
-    report = inspect_model(args.model, target=args.target, verify=not args.no_verify,
-                           seed=args.seed)
+    report = inspect_model(
+        args.model, target=args.target, verify=not args.no_verify, seed=args.seed
+    )
     _print_fuse_report(report, args.report)
     return 0
 
@@ -65,8 +74,14 @@ def _inspect(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from gn_deploy.validate import validate
 
-    report = validate(model=args.model, onnx_files=args.onnx, inputs=args.input,
-                      inputs_file=args.inputs, seed=args.seed, tolerance=args.tolerance)
+    report = validate(
+        model=args.model,
+        onnx_files=args.onnx,
+        inputs=args.input,
+        inputs_file=args.inputs,
+        seed=args.seed,
+        tolerance=args.tolerance,
+    )
     print(report.table())
     print("parity: PASS" if report.ok else "parity: FAIL")
     return 0 if report.ok else 1
@@ -89,12 +104,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_fuse_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", default="onnx", choices=["onnx", "trt-plugin"],
-                   help="onnx: standard GroupNormalization-21 (opset raised to 21 if needed); "
-                        "trt-plugin: gn_deploy's FusedGroupNorm with SiLU folded in "
-                        "(default: onnx)")
-    p.add_argument("--no-verify", action="store_true",
-                   help="skip proving each site numerically before rewriting it")
+    p.add_argument(
+        "--target",
+        default="onnx",
+        choices=["onnx", "trt-plugin"],
+        help="onnx: standard GroupNormalization-21 (opset raised to 21 if needed); "
+        "trt-plugin: gn_deploy's FusedGroupNorm with SiLU folded in "
+        "(default: onnx)",
+    )
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip proving each site numerically before rewriting it",
+    )
     p.add_argument("--report", metavar="FILE.json", help="also write the site table as JSON")
     _add_common(p)
 
@@ -103,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gn-deploy",
         description="Deploy group-normalization models: export from torch, fuse every GN "
-                    "spelling into one op, check parity, benchmark.",
+        "spelling into one op, check parity, benchmark.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -111,58 +133,102 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("export", help="export a torch model to ONNX",
-                       description="Export a torch.nn.Module to ONNX with random example inputs.")
-    p.add_argument("--model", required=True, metavar="MODULE:FACTORY",
-                   help="a callable returning an nn.Module, e.g. gn_deploy.models:demo_unet "
-                        "or path/to/file.py:make_model")
-    p.add_argument("--input", action="append", default=[], required=True,
-                   metavar="NAME:DIMS[:DTYPE]",
-                   help="one forward argument, e.g. x:1x4x64x64 or x:1x4x64x64:float16 "
-                        "(repeat for several)")
-    p.add_argument("--dynamic", action="append", default=[], metavar="NAME:AXIS=LABEL,...",
-                   help="dynamic axes of an input, e.g. x:0=batch,2=height,3=width")
+    p = sub.add_parser(
+        "export",
+        help="export a torch model to ONNX",
+        description="Export a torch.nn.Module to ONNX with random example inputs.",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="MODULE:FACTORY",
+        help="a callable returning an nn.Module, e.g. gn_deploy.models:demo_unet "
+        "or path/to/file.py:make_model",
+    )
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        required=True,
+        metavar="NAME:DIMS[:DTYPE]",
+        help="one forward argument, e.g. x:1x4x64x64 or x:1x4x64x64:float16 (repeat for several)",
+    )
+    p.add_argument(
+        "--dynamic",
+        action="append",
+        default=[],
+        metavar="NAME:AXIS=LABEL,...",
+        help="dynamic axes of an input, e.g. x:0=batch,2=height,3=width",
+    )
     p.add_argument("--opset", type=int, help="ONNX opset (default 18 dynamo, 17 torchscript)")
-    p.add_argument("--exporter", default="dynamo", choices=["dynamo", "torchscript"],
-                   help="torch's exporter (default dynamo)")
+    p.add_argument(
+        "--exporter",
+        default="dynamo",
+        choices=["dynamo", "torchscript"],
+        help="torch's exporter (default dynamo)",
+    )
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     _add_common(p)
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("fuse", help="fuse every GN into one op and write a new model",
-                       description="Find every group normalization, prove each rewrite on "
-                                   "random inputs, replace it with one op. The input is never "
-                                   "modified; the output is written atomically.")
+    p = sub.add_parser(
+        "fuse",
+        help="fuse every GN into one op and write a new model",
+        description="Find every group normalization, prove each rewrite on "
+        "random inputs, replace it with one op. The input is never "
+        "modified; the output is written atomically.",
+    )
     p.add_argument("model", metavar="IN.onnx")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     _add_fuse_options(p)
     p.set_defaults(func=_fuse)
 
-    p = sub.add_parser("inspect", help="list GN sites and refused candidates; writes nothing",
-                       description="Show every GN site the fuser would rewrite and every "
-                                   "GN-like candidate it cannot prove, with the reason.")
+    p = sub.add_parser(
+        "inspect",
+        help="list GN sites and refused candidates; writes nothing",
+        description="Show every GN site the fuser would rewrite and every "
+        "GN-like candidate it cannot prove, with the reason.",
+    )
     p.add_argument("model", metavar="MODEL.onnx")
     _add_fuse_options(p)
     p.set_defaults(func=_inspect)
 
-    p = sub.add_parser("validate", help="compare torch / ONNX Runtime outputs on one input",
-                       description="Run one input set through a torch model and/or ONNX "
-                                   "files and compare each with the first (torch when given). "
-                                   "Exit code 1 on a mismatch.")
-    p.add_argument("onnx", nargs="*", metavar="MODEL.onnx",
-                   help="ONNX files (ONNX Runtime; the reference evaluator for plugin ops)")
+    p = sub.add_parser(
+        "validate",
+        help="compare torch / ONNX Runtime outputs on one input",
+        description="Run one input set through a torch model and/or ONNX "
+        "files and compare each with the first (torch when given). "
+        "Exit code 1 on a mismatch.",
+    )
+    p.add_argument(
+        "onnx",
+        nargs="*",
+        metavar="MODEL.onnx",
+        help="ONNX files (ONNX Runtime; the reference evaluator for plugin ops)",
+    )
     p.add_argument("--model", metavar="MODULE:FACTORY", help="torch model, used as reference")
-    p.add_argument("--input", action="append", default=[], metavar="NAME:DIMS[:DTYPE]",
-                   help="random input of this shape (default: the first model's static shapes)")
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME:DIMS[:DTYPE]",
+        help="random input of this shape (default: the first model's static shapes)",
+    )
     p.add_argument("--inputs", metavar="FILE.npz", help="use these inputs instead of random")
-    p.add_argument("--tolerance", type=float,
-                   help="relative-L2 bound (default by dtype: fp32 1e-5, fp16 2e-3, bf16 1e-2)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        help="relative-L2 bound (default by dtype: fp32 1e-5, fp16 2e-3, bf16 1e-2)",
+    )
     _add_common(p)
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("bench", help="benchmarks (fuse speed)",
-                       description="fuse: time `fuse` on the built-in SD-1.5-layout UNet "
-                                   "(both exporters) or on the given ONNX files.")
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks (fuse speed)",
+        description="fuse: time `fuse` on the built-in SD-1.5-layout UNet "
+        "(both exporters) or on the given ONNX files.",
+    )
     p.add_argument("what", choices=["fuse"])
     p.add_argument("onnx", nargs="*", metavar="MODEL.onnx")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per case (median)")
@@ -189,8 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc()
         else:
-            print(f"gn-deploy {args.command}: internal error: {type(exc).__name__}: {exc} "
-                  "(run with --verbose for the traceback)", file=sys.stderr)
+            print(
+                f"gn-deploy {args.command}: internal error: {type(exc).__name__}: {exc} "
+                "(run with --verbose for the traceback)",
+                file=sys.stderr,
+            )
         return 1
 
 

@@ -125,7 +125,7 @@ def save_model(
     staging = Path(tempfile.mkdtemp(prefix=".gn-deploy-", dir=out.parent))
     try:
         ir.save(model, staging / out.name, external_data=data_name if external else None)
-        if external:
+        if (staging / data_name).exists():  # small tensors stay inline
             os.replace(staging / data_name, out.parent / data_name)
         os.replace(staging / out.name, out)
     finally:

@@ -34,7 +34,9 @@ class InputSpec:
             )
         dtype = m.group(3) or "float32"
         if dtype not in DTYPES:
-            raise UsageError(f"--input {text!r}: unknown dtype {dtype!r}; one of {', '.join(DTYPES)}")
+            raise UsageError(
+                f"--input {text!r}: unknown dtype {dtype!r}; one of {', '.join(DTYPES)}"
+            )
         shape = tuple(int(d) for d in m.group(2).split("x"))
         if any(d == 0 for d in shape):
             raise UsageError(f"--input {text!r}: dimensions must be positive")
@@ -59,11 +61,13 @@ def load_reference(ref: str, what: str = "--model") -> Any:
     """Resolve ``package.module:attr`` (or ``path/to/file.py:attr``) to the object it names."""
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
-        raise UsageError(f"{what} {ref!r}: expected MODULE:ATTRIBUTE, e.g. gn_deploy.models:demo_unet")
+        raise UsageError(
+            f"{what} {ref!r}: expected MODULE:ATTRIBUTE, e.g. gn_deploy.models:demo_unet"
+        )
     try:
         module = _import(module_name)
-    except GnDeployError:
-        raise
+    except GnDeployError as exc:
+        raise GnDeployError(f"{what} {ref!r}: {exc}") from exc
     except Exception as exc:  # any import-time failure in user code
         raise GnDeployError(f"{what} {ref!r}: cannot import {module_name!r}: {exc}") from exc
     obj: Any = module
@@ -78,7 +82,7 @@ def _import(module_name: str) -> Any:
     if module_name.endswith(".py"):
         path = Path(module_name)
         if not path.is_file():
-            raise GnDeployError(f"--model: no such file {path}")
+            raise GnDeployError(f"no such file {path}")
         spec = importlib.util.spec_from_file_location(path.stem, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -88,7 +92,7 @@ def _import(module_name: str) -> Any:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise GnDeployError(f"--model: no module named {exc.name!r}") from exc
+        raise GnDeployError(f"no module named {exc.name!r}") from exc
 
 
 def load_factory(ref: str) -> Callable[[], Any]:

@@ -44,18 +44,32 @@ class ValidationReport:
     def table(self) -> str:
         head = ("backend", "output", "max abs", "max rel", "rel L2", "cosine", "tol", "result")
         rows = [head] + [
-            (c.backend, c.output, f"{c.max_abs:.2e}", f"{c.max_rel:.2e}", f"{c.rel_l2:.2e}",
-             f"{c.cosine:.6f}", f"{c.tolerance:.0e}", "ok" if c.ok else "MISMATCH")
+            (
+                c.backend,
+                c.output,
+                f"{c.max_abs:.2e}",
+                f"{c.max_rel:.2e}",
+                f"{c.rel_l2:.2e}",
+                f"{c.cosine:.6f}",
+                f"{c.tolerance:.0e}",
+                "ok" if c.ok else "MISMATCH",
+            )
             for c in self.comparisons
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                 for r in rows]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        ]
         return f"reference: {self.reference}\n" + "\n".join(lines)
 
 
-def compare(backend: str, output: str, actual: np.ndarray, expected: np.ndarray,
-            tolerance: float | None = None) -> Comparison:
+def compare(
+    backend: str,
+    output: str,
+    actual: np.ndarray,
+    expected: np.ndarray,
+    tolerance: float | None = None,
+) -> Comparison:
     """Per-output metrics of ``actual`` against ``expected`` (DESIGN.md's tolerance by dtype)."""
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
@@ -75,8 +89,10 @@ def compare(backend: str, output: str, actual: np.ndarray, expected: np.ndarray,
 
 
 def make_inputs(
-    specs: Sequence[InputSpec], inputs_file: str | os.PathLike[str] | None,
-    onnx_files: Sequence[str | os.PathLike[str]], seed: int,
+    specs: Sequence[InputSpec],
+    inputs_file: str | os.PathLike[str] | None,
+    onnx_files: Sequence[str | os.PathLike[str]],
+    seed: int,
 ) -> dict[str, np.ndarray]:
     """Feeds from ``--inputs file.npz``, else random ones from ``--input`` specs or the model."""
     if inputs_file is not None:
@@ -111,13 +127,16 @@ def _specs_from_onnx(path: str | os.PathLike[str]) -> list[InputSpec]:
         if not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
             raise UsageError(
                 f"{path}: input {inp.name!r} has dynamic dimensions; give its shape with "
-                f"--input {inp.name}:1x...")
+                f"--input {inp.name}:1x..."
+            )
         dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
         specs.append(InputSpec(inp.name, tuple(d.dim_value for d in dims), str(dtype)))
     return specs
 
 
-def run_onnx(path: str | os.PathLike[str], feeds: dict[str, np.ndarray]) -> tuple[str, list[np.ndarray]]:
+def run_onnx(
+    path: str | os.PathLike[str], feeds: dict[str, np.ndarray]
+) -> tuple[str, list[np.ndarray]]:
     """Run on ONNX Runtime, or on ONNX's reference evaluator when the model uses the plugin op."""
     from gn_deploy.modelio import load_model
 

@@ -18,8 +18,15 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exporter:
     cache: dict[tuple, Path] = {}
     root = tmp_path_factory.mktemp("exported")
 
-    def get(exporter: str, opset: int, rank: int = 4, channels: int = 8, groups: int = 4,
-            affine: bool = True, dynamic: bool = False) -> Path:
+    def get(
+        exporter: str,
+        opset: int,
+        rank: int = 4,
+        channels: int = 8,
+        groups: int = 4,
+        affine: bool = True,
+        dynamic: bool = False,
+    ) -> Path:
         key = (exporter, opset, rank, channels, groups, affine, dynamic)
         if key not in cache:
             module = two_gn_module(channels, groups, rank, affine)
@@ -27,10 +34,17 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exporter:
             path = root / ("_".join(map(str, key)) + ".onnx")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(module, (x,), str(path), input_names=["x"],
-                                  output_names=["y"], opset_version=opset,
-                                  dynamo=exporter == "dynamo", verbose=False,
-                                  dynamic_axes={"x": {0: "batch"}} if dynamic else None)
+                torch.onnx.export(
+                    module,
+                    (x,),
+                    str(path),
+                    input_names=["x"],
+                    output_names=["y"],
+                    opset_version=opset,
+                    dynamo=exporter == "dynamo",
+                    verbose=False,
+                    dynamic_axes={"x": {0: "batch"}} if dynamic else None,
+                )
             cache[key] = path
         return cache[key]
 

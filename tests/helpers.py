@@ -30,7 +30,7 @@ def run_reference(path: str | Path, feeds: dict[str, np.ndarray]) -> list[np.nda
     return [np.asarray(o) for o in evaluator.run(None, feeds)]
 
 
-def two_gn_module(channels: int, groups: int, rank: int, affine: bool):  # noqa: ANN201
+def two_gn_module(channels: int, groups: int, rank: int, affine: bool):
     """x → GN1 → SiLU, + x → GN2: two GroupNorms, the first with a SiLU epilogue."""
     import torch
     from torch import nn

@@ -13,11 +13,22 @@ from gn_deploy.reference import relative_l2, tolerance_for
 from tests.conftest import Exporter
 from tests.helpers import op_counts, run_ort, run_reference, spatial_shape
 
-EXPORTERS = [("torchscript", 11), ("torchscript", 13), ("torchscript", 17),
-             ("dynamo", 18), ("dynamo", 21)]
+EXPORTERS = [
+    ("torchscript", 11),
+    ("torchscript", 13),
+    ("torchscript", 17),
+    ("dynamo", 18),
+    ("dynamo", 21),
+]
 # (rank, channels, groups, affine): 4-D, no affine, 3-D, 5-D, G = 1, G = C
-CASES = [(4, 8, 4, True), (4, 8, 4, False), (3, 6, 3, True), (5, 8, 2, True),
-         (4, 6, 1, True), (4, 6, 6, True)]
+CASES = [
+    (4, 8, 4, True),
+    (4, 8, 4, False),
+    (3, 6, 3, True),
+    (5, 8, 2, True),
+    (4, 6, 1, True),
+    (4, 6, 6, True),
+]
 GN_PER_MODEL = 2
 
 
@@ -29,14 +40,16 @@ def _case_id(case: tuple) -> str:
 def _input(rank: int, channels: int, seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     shape = (2, channels, *spatial_shape(rank))
-    return (rng.standard_normal(shape) * 2 + rng.uniform(-2, 2, (1, channels) + (1,) * (rank - 2))
-            ).astype(np.float32)
+    return (
+        rng.standard_normal(shape) * 2 + rng.uniform(-2, 2, (1, channels) + (1,) * (rank - 2))
+    ).astype(np.float32)
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 @pytest.mark.parametrize(("exporter", "opset"), EXPORTERS, ids=lambda v: str(v))
-def test_onnx_target(exported: Exporter, tmp_path: Path, exporter: str, opset: int,
-                     case: tuple) -> None:
+def test_onnx_target(
+    exported: Exporter, tmp_path: Path, exporter: str, opset: int, case: tuple
+) -> None:
     rank, channels, groups, affine = case
     src = exported(exporter, opset, rank, channels, groups, affine)
     out = tmp_path / "fused.onnx"
@@ -55,8 +68,9 @@ def test_onnx_target(exported: Exporter, tmp_path: Path, exporter: str, opset: i
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 @pytest.mark.parametrize(("exporter", "opset"), EXPORTERS, ids=lambda v: str(v))
-def test_trt_plugin_target(exported: Exporter, tmp_path: Path, exporter: str, opset: int,
-                           case: tuple) -> None:
+def test_trt_plugin_target(
+    exported: Exporter, tmp_path: Path, exporter: str, opset: int, case: tuple
+) -> None:
     rank, channels, groups, affine = case
     src = exported(exporter, opset, rank, channels, groups, affine)
     out = tmp_path / "fused.onnx"
@@ -70,8 +84,10 @@ def test_trt_plugin_target(exported: Exporter, tmp_path: Path, exporter: str, op
     onnx.checker.check_model(model, full_check=True)
     activations = sorted(
         onnx.helper.get_attribute_value(a)
-        for n in model.graph.node if n.op_type == "FusedGroupNorm"
-        for a in n.attribute if a.name == "activation"
+        for n in model.graph.node
+        if n.op_type == "FusedGroupNorm"
+        for a in n.attribute
+        if a.name == "activation"
     )
     assert activations == [0, 1]
     assert [s.activation for s in report.sites] == ["silu", "none"]
@@ -99,4 +115,5 @@ def test_report_records_each_site(exported: Exporter, tmp_path: Path) -> None:
     assert second.epsilon == pytest.approx(1e-3)
     assert first.status == "fused" and first.rel_l2 is not None and first.rel_l2 < 1e-5
     assert {"InstanceNormalization", "Sigmoid"} <= {
-        name.split("/")[-1].split("_")[0] for name in first.nodes}
+        name.split("/")[-1].split("_")[0] for name in first.nodes
+    }

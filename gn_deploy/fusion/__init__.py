@@ -15,7 +15,7 @@ from gn_deploy.fusion.recognizers.affine import absorb_affine, fold_silu
 from gn_deploy.fusion.report import FOUND, FUSED, REFUSED, UNCHANGED, FuseReport, SiteReport
 from gn_deploy.fusion.site import GroupNormSite, Refusal
 from gn_deploy.fusion.verify import Proof, verify_sites
-from gn_deploy.modelio import check_output_path, load_model, save_model
+from gn_deploy.modelio import check_output_path, load_model, save_model, uses_external_data
 
 __all__ = ["FuseReport", "GroupNormSite", "find_sites", "fuse_model", "inspect_model"]
 
@@ -163,6 +163,7 @@ def fuse_model(
     out = check_output_path(output, path)
     start = time.perf_counter()
     model = load_model(path, infer_shapes=True)
+    external = uses_external_data(model)
     notes = emitter.prepare(model)
     pending, report = _analyse(model, emitter, verify, seed)
     if not report.sites:
@@ -171,7 +172,7 @@ def fuse_model(
         if proof is None or proof.ok:
             _emit(model, site, emitter)
             row.status = FUSED
-    save_model(model, out)
+    save_model(model, out, external=external)
     report.input, report.output = os.fspath(path), os.fspath(out)
     report.notes = notes
     report.seconds = time.perf_counter() - start

@@ -7,6 +7,7 @@ run what it emits, which the verifier uses to prove every rewrite.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import onnx
@@ -39,7 +40,7 @@ class OnnxEmitter:
 
     name = "onnx"
     folds_activation = False
-    opset_imports = {"": GROUPNORM_OPSET}
+    opset_imports: ClassVar[dict[str, int]] = {"": GROUPNORM_OPSET}
 
     def is_final(self, site: GroupNormSite) -> bool:
         return site.family == FAMILY_21 and len(site.nodes) == 1
@@ -84,7 +85,7 @@ class TrtPluginEmitter:
 
     name = "trt-plugin"
     folds_activation = True
-    opset_imports = {plugin_op.DOMAIN: plugin_op.DOMAIN_VERSION}
+    opset_imports: ClassVar[dict[str, int]] = {plugin_op.DOMAIN: plugin_op.DOMAIN_VERSION}
 
     def is_final(self, site: GroupNormSite) -> bool:
         return False

@@ -1,7 +1,8 @@
 """Recognizers: one module per pattern family, each turning a matched subgraph into a site.
 
-A recognizer is a function ``(anchor node, default-domain opset) -> GroupNormSite | Refusal | None``: ``None`` means
-the node is not a GN candidate at all, a :class:`Refusal` says why a candidate is not one.
+A recognizer is a function ``(anchor node, default-domain opset) -> site | refusal | None``:
+``None`` means the node is not a GN candidate at all, a :class:`Refusal` says why a candidate
+is not one.
 Recognizers never write the graph.
 """
 

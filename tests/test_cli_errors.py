@@ -1,0 +1,161 @@
+"""Every bad input gives one clear line naming it, the right exit code, and no traceback."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from gn_deploy.cli import main
+from tests.conftest import Exporter
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_error_line(err: str, *needles: str) -> None:
+    lines = [ln for ln in err.splitlines() if "error" in ln]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    missing = tmp_path / "nope.onnx"
+    code, _, err = _run(capsys, "fuse", str(missing), "-o", str(tmp_path / "o.onnx"))
+    assert code == 2
+    _one_error_line(err, str(missing), "no such file")
+
+
+def test_directory_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = _run(capsys, "inspect", str(tmp_path))
+    assert code == 2
+    _one_error_line(err, str(tmp_path), "directory")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"this is not an onnx model\n", b"\x08\x07\x12\xff\xff"],
+    ids=["empty", "text", "garbage"],
+)
+def test_invalid_file(capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    code, _, err = _run(capsys, "fuse", str(bad), "-o", str(tmp_path / "o.onnx"))
+    assert code == 1
+    _one_error_line(err, str(bad))
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_truncated_file(
+    capsys: pytest.CaptureFixture[str], exported: Exporter, tmp_path: Path
+) -> None:
+    data = exported("torchscript", 17).read_bytes()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[: len(data) // 2])
+    code, _, err = _run(capsys, "inspect", str(cut))
+    assert code == 1
+    _one_error_line(err, str(cut))
+
+
+def test_model_without_gn(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    src = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), src)
+    code, _, err = _run(capsys, "fuse", str(src), "-o", str(tmp_path / "o.onnx"))
+    assert code == 1
+    _one_error_line(err, str(src), "no group normalization")
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_output_equal_to_input(
+    capsys: pytest.CaptureFixture[str], exported: Exporter, tmp_path: Path
+) -> None:
+    src = tmp_path / "m.onnx"
+    src.write_bytes(exported("torchscript", 17).read_bytes())
+    before = hashlib.sha256(src.read_bytes()).hexdigest()
+    code, _, err = _run(capsys, "fuse", str(src), "-o", str(src))
+    assert code == 2
+    _one_error_line(err, str(src), "input")
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == before
+
+
+def test_unknown_target(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["fuse", "m.onnx", "-o", "o.onnx", "--target", "tensorrt"])
+    assert exc.value.code == 2
+    assert "tensorrt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "no_such_module_xyz:make",
+        "gn_deploy.models:no_such_factory",
+        "gn_deploy.models",
+        "gn_deploy:__version__",
+    ],
+)
+def test_unloadable_model(capsys: pytest.CaptureFixture[str], tmp_path: Path, ref: str) -> None:
+    pytest.importorskip("torch", reason="export needs torch")
+    code, _, err = _run(
+        capsys, "export", "--model", ref, "--input", "x:1x4x8x8", "-o", str(tmp_path / "m.onnx")
+    )
+    assert code in (1, 2)
+    _one_error_line(err, ref)
+
+
+def test_bad_input_spec(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = _run(
+        capsys,
+        "export",
+        "--model",
+        "gn_deploy.models:gn_block",
+        "--input",
+        "x:1xAx8",
+        "-o",
+        str(tmp_path / "m.onnx"),
+    )
+    assert code == 2
+    _one_error_line(err, "x:1xAx8")
+
+
+def test_verbose_shows_traceback(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    code, _, err = _run(capsys, "--verbose", "inspect", str(bad))
+    assert code == 1
+    assert "Traceback" in err
+
+
+def test_fuse_never_modifies_input(
+    exported: Exporter, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = exported("dynamo", 18)
+    before = hashlib.sha256(src.read_bytes()).hexdigest()
+    code, out, _ = _run(
+        capsys,
+        "fuse",
+        str(src),
+        "-o",
+        str(tmp_path / "o.onnx"),
+        "--report",
+        str(tmp_path / "r.json"),
+    )
+    assert code == 0
+    assert "2 fused" in out
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.onnx", "r.json"]
