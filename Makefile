@@ -7,7 +7,7 @@ DEMO := build/demo
 # torch is pinned here, in the set-up only: 2.13.0 is the CPU wheel this workplace serves.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test lint bench-fuse clean
+.PHONY: demo test kernels bench-fuse bench-kernels clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -27,12 +27,22 @@ demo: $(STAMP)
 	$(BIN)/gn-deploy validate --model gn_deploy.models:demo_unet --input x:2x4x32x32 \
 		$(DEMO)/demo.onnx $(DEMO)/demo.fused.onnx $(DEMO)/demo.trt.onnx
 
-test: $(STAMP)
+# The CUDA kernel library; skipped with a message where nvcc is missing.
+kernels:
+	@if command -v nvcc >/dev/null 2>&1; then \
+		cmake -S plugins/groupnorm -B build/groupnorm -DCMAKE_BUILD_TYPE=Release >/dev/null && \
+		cmake --build build/groupnorm -j2; \
+	else echo "nvcc not found: skipping the CUDA kernels (their tests will skip)"; fi
+
+test: $(STAMP) kernels
 	$(BIN)/ruff check gn_deploy tests scripts
 	$(BIN)/python -m pytest
 
 bench-fuse: $(STAMP)
 	$(BIN)/gn-deploy bench fuse -o docs/benchmarks/fuse.md
+
+bench-kernels: $(STAMP) kernels
+	$(BIN)/gn-deploy bench kernels -o docs/benchmarks/kernels.md
 
 clean:
 	rm -rf $(VENV) build

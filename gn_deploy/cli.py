@@ -20,6 +20,7 @@ examples:
   gn-deploy validate --model gn_deploy.models:demo_unet demo.onnx demo.fused.onnx \\
       --input x:1x4x32x32
   gn-deploy bench fuse
+  gn-deploy bench kernels -o docs/benchmarks/kernels.md      # needs a CUDA GPU
 """
 
 
@@ -225,11 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "bench",
-        help="benchmarks (fuse speed)",
-        description="fuse: time `fuse` on the built-in SD-1.5-layout UNet "
-        "(both exporters) or on the given ONNX files.",
+        help="benchmarks: fuse speed, GN kernels on a GPU",
+        description="fuse: time `fuse` on the built-in SD-1.5-layout UNet (both exporters) "
+        "or on the given ONNX files. kernels (needs a CUDA GPU): DESIGN.md's shapes x layouts, "
+        "gn-deploy's kernels against torch's group_norm and torch.compile of it, achieved GB/s "
+        "against the device-to-device copy bandwidth measured in the same run.",
     )
-    p.add_argument("what", choices=["fuse"])
+    p.add_argument("what", choices=["fuse", "kernels"])
     p.add_argument("onnx", nargs="*", metavar="MODEL.onnx")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per case (median)")
     p.add_argument("-o", "--output", metavar="FILE.md", help="also write the table here")

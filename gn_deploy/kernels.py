@@ -1,0 +1,205 @@
+"""ctypes binding of the GN kernel library (`plugins/groupnorm`, built by `make kernels`).
+
+The C API's validation and launch planner run on any machine; :func:`group_norm` runs the
+kernels on torch CUDA tensors (tests, benchmarks, eager use).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from gn_deploy.errors import GnDeployError
+
+LIBRARY_ENV = "GN_DEPLOY_KERNELS_LIB"
+_BUILT = Path(__file__).resolve().parent.parent / "build" / "groupnorm" / "libgn_kernels.so"
+
+
+class Status(enum.IntEnum):
+    SUCCESS = 0
+    NULL_POINTER = 1
+    INVALID_SHAPE = 2
+    INVALID_GROUPS = 3
+    INVALID_EPSILON = 4
+    INVALID_DTYPE = 5
+    INVALID_LAYOUT = 6
+    INVALID_ACTIVATION = 7
+    WORKSPACE = 8
+    INVALID_DEVICE = 9
+    CUDA = 10
+
+
+class DType(enum.IntEnum):
+    FLOAT32 = 0
+    FLOAT16 = 1
+    BFLOAT16 = 2
+
+
+class Layout(enum.IntEnum):
+    NCHW = 0
+    NHWC = 1
+
+
+class LaunchPath(enum.IntEnum):
+    ONCHIP = 0
+    STREAM = 1
+
+
+class Params(ctypes.Structure):
+    _fields_ = [
+        ("n", ctypes.c_int64),
+        ("c", ctypes.c_int64),
+        ("spatial", ctypes.c_int64),
+        ("groups", ctypes.c_int32),
+        ("epsilon", ctypes.c_float),
+        ("activation", ctypes.c_int32),
+        ("layout", ctypes.c_int32),
+        ("dtype", ctypes.c_int32),
+    ]
+
+
+class Device(ctypes.Structure):
+    _fields_ = [
+        ("sm_count", ctypes.c_int32),
+        ("max_smem_per_block", ctypes.c_int32),
+        ("cc_major", ctypes.c_int32),
+        ("cc_minor", ctypes.c_int32),
+    ]
+
+
+class Plan(ctypes.Structure):
+    _fields_ = [
+        ("path", ctypes.c_int32),
+        ("threads", ctypes.c_int32),
+        ("vec", ctypes.c_int32),
+        ("chunks", ctypes.c_int32),
+        ("blocks", ctypes.c_int64),
+        ("smem_bytes", ctypes.c_int64),
+        ("workspace_bytes", ctypes.c_int64),
+    ]
+
+
+class KernelError(GnDeployError):
+    def __init__(self, status: int, what: str) -> None:
+        self.status = Status(status)
+        super().__init__(f"{what}: {self.status.name} ({library().gn_status_string(status)})")
+
+
+def library_path() -> Path:
+    return Path(os.environ.get(LIBRARY_ENV, _BUILT))
+
+
+@cache
+def library() -> ctypes.CDLL:
+    """The kernel library, with argument types declared."""
+    path = library_path()
+    if not path.is_file():
+        raise GnDeployError(
+            f"GN kernel library not found at {path}: build it with `make kernels` (needs nvcc), "
+            f"or point {LIBRARY_ENV} at libgn_kernels.so"
+        )
+    lib = ctypes.CDLL(str(path))
+    pp, vp = ctypes.POINTER(Params), ctypes.c_void_p
+    lib.gn_validate.argtypes = [pp]
+    lib.gn_plan_launch.argtypes = [pp, ctypes.POINTER(Device), ctypes.POINTER(Plan)]
+    lib.gn_query_device.argtypes = [ctypes.POINTER(Device)]
+    lib.gn_workspace_size.argtypes = [pp, ctypes.POINTER(ctypes.c_size_t)]
+    lib.gn_forward.argtypes = [pp, vp, vp, vp, vp, vp, ctypes.c_size_t, vp]
+    lib.gn_status_string.argtypes = [ctypes.c_int]
+    lib.gn_status_string.restype = ctypes.c_char_p
+    for fn in (
+        "gn_validate",
+        "gn_plan_launch",
+        "gn_query_device",
+        "gn_workspace_size",
+        "gn_forward",
+    ):
+        getattr(lib, fn).restype = ctypes.c_int
+    return lib
+
+
+def status_string(status: int) -> str:
+    return library().gn_status_string(status).decode()
+
+
+def make_params(
+    n: int,
+    c: int,
+    spatial: int,
+    groups: int,
+    epsilon: float = 1e-5,
+    activation: int = 0,
+    layout: int = Layout.NCHW,
+    dtype: int = DType.FLOAT32,
+) -> Params:
+    return Params(n, c, spatial, groups, epsilon, activation, layout, dtype)
+
+
+def validate(params: Params | None) -> Status:
+    return Status(library().gn_validate(ctypes.byref(params) if params is not None else None))
+
+
+def plan(params: Params, device: Device) -> Plan:
+    out = Plan()
+    status = library().gn_plan_launch(ctypes.byref(params), ctypes.byref(device), ctypes.byref(out))
+    if status != Status.SUCCESS:
+        raise KernelError(status, "gn_plan_launch")
+    return out
+
+
+_TORCH_DTYPES = {"float32": DType.FLOAT32, "float16": DType.FLOAT16, "bfloat16": DType.BFLOAT16}
+
+
+def group_norm(
+    x: Any,
+    num_groups: int,
+    gamma: Any = None,
+    beta: Any = None,
+    epsilon: float = 1e-5,
+    silu: bool = False,
+    layout: str = "NCHW",
+    out: Any = None,
+) -> Any:
+    """GN of a CUDA tensor with gn-deploy's kernels.
+
+    ``layout="NCHW"``: x is [N, C, *spatial]; ``"NHWC"``: x is [N, *spatial, C]; contiguous.
+    gamma and beta are [C] (any float dtype; passed as fp32); ``out`` receives the result.
+    """
+    import torch
+
+    if not x.is_cuda or not x.is_contiguous():
+        raise GnDeployError("group_norm: x must be a contiguous CUDA tensor")
+    dtype = _TORCH_DTYPES.get(str(x.dtype).removeprefix("torch."))
+    if dtype is None:
+        raise GnDeployError(f"group_norm: unsupported dtype {x.dtype}")
+    lay = Layout[layout]
+    channels = x.shape[1] if lay is Layout.NCHW else x.shape[-1]
+    spatial = x.numel() // (x.shape[0] * channels) if x.numel() else 0
+    params = make_params(x.shape[0], channels, spatial, num_groups, epsilon, int(silu), lay, dtype)
+    gamma = (torch.ones(channels, device=x.device) if gamma is None else gamma).float().contiguous()
+    beta = (torch.zeros(channels, device=x.device) if beta is None else beta).float().contiguous()
+    y = torch.empty_like(x) if out is None else out
+    lib = library()
+    size = ctypes.c_size_t()
+    status = lib.gn_workspace_size(ctypes.byref(params), ctypes.byref(size))
+    if status != Status.SUCCESS:
+        raise KernelError(status, "gn_workspace_size")
+    workspace = torch.empty(max(size.value, 1), dtype=torch.uint8, device=x.device)
+    stream = torch.cuda.current_stream(x.device).cuda_stream
+    status = lib.gn_forward(
+        ctypes.byref(params),
+        x.data_ptr(),
+        gamma.data_ptr(),
+        beta.data_ptr(),
+        y.data_ptr(),
+        workspace.data_ptr(),
+        size.value,
+        stream,
+    )
+    if status != Status.SUCCESS:
+        raise KernelError(status, "gn_forward")
+    return y
