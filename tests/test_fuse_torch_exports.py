@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from gn_deploy.fusion import fuse_model
+from gn_deploy.fusion import FuseReport, fuse_model
 from gn_deploy.reference import relative_l2, tolerance_for
 from tests.conftest import Exporter
 from tests.helpers import op_counts, run_ort, run_reference, spatial_shape
@@ -45,22 +45,28 @@ def _input(rank: int, channels: int, seed: int = 1) -> np.ndarray:
     ).astype(np.float32)
 
 
+def _fuse_case(
+    exported: Exporter, out: Path, exporter: str, opset: int, case: tuple, target: str
+) -> tuple[Path, FuseReport, np.ndarray]:
+    """Export the case, fuse it for ``target`` into ``out``; the source, report and an input."""
+    rank, channels, groups, affine = case
+    src = exported(exporter, opset, rank, channels, groups, affine)
+    return src, fuse_model(src, out, target=target), _input(rank, channels)
+
+
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 @pytest.mark.parametrize(("exporter", "opset"), EXPORTERS, ids=lambda v: str(v))
 def test_onnx_target(
     exported: Exporter, tmp_path: Path, exporter: str, opset: int, case: tuple
 ) -> None:
-    rank, channels, groups, affine = case
-    src = exported(exporter, opset, rank, channels, groups, affine)
     out = tmp_path / "fused.onnx"
-    report = fuse_model(src, out, target="onnx")
+    src, report, x = _fuse_case(exported, out, exporter, opset, case, "onnx")
 
     counts = op_counts(out)
     assert counts["GroupNormalization"] == GN_PER_MODEL
     assert counts["InstanceNormalization"] == 0
     assert report.count("refused") == 0
     onnx.checker.check_model(onnx.load(out), full_check=True)
-    x = _input(rank, channels)
     (expected,) = run_ort(src, {"x": x})
     (actual,) = run_ort(out, {"x": x})
     assert relative_l2(actual, expected) <= tolerance_for("float32")
@@ -71,10 +77,8 @@ def test_onnx_target(
 def test_trt_plugin_target(
     exported: Exporter, tmp_path: Path, exporter: str, opset: int, case: tuple
 ) -> None:
-    rank, channels, groups, affine = case
-    src = exported(exporter, opset, rank, channels, groups, affine)
     out = tmp_path / "fused.onnx"
-    report = fuse_model(src, out, target="trt-plugin")
+    src, report, x = _fuse_case(exported, out, exporter, opset, case, "trt-plugin")
 
     counts = op_counts(out)
     assert counts["FusedGroupNorm"] == GN_PER_MODEL
@@ -91,7 +95,6 @@ def test_trt_plugin_target(
     )
     assert activations == [0, 1]
     assert [s.activation for s in report.sites] == ["silu", "none"]
-    x = _input(rank, channels)
     (expected,) = run_ort(src, {"x": x})
     (actual,) = run_reference(out, {"x": x})
     assert relative_l2(actual, expected) <= tolerance_for("float32")
