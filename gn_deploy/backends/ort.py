@@ -16,16 +16,26 @@ def providers() -> list[str]:
     return [p for p in wanted if p in available]
 
 
-def session(model: onnx.ModelProto | str | os.PathLike[str]):  # -> ort.InferenceSession
+def session(model: onnx.ModelProto | str | os.PathLike[str], threads: int = 0):
+    """An InferenceSession; ``threads=1`` for tiny models (no pool whose spinning steals cores)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else os.fspath(model)
     return ort.InferenceSession(source, options, providers=providers())
 
 
 def run_model(
-    model: onnx.ModelProto | str | os.PathLike[str], feeds: dict[str, np.ndarray]
+    model: onnx.ModelProto | str | os.PathLike[str], feeds: dict[str, np.ndarray], threads: int = 0
 ) -> list[np.ndarray]:
-    return [np.asarray(o) for o in session(model).run(None, feeds)]
+    return [np.asarray(o) for o in session(model, threads).run(None, feeds)]
+
+
+def run_small_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run a model of a few small ops (the verifier's) on one thread."""
+    return run_model(model, feeds, threads=1)

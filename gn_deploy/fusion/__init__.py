@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import time
+from collections.abc import Iterator
 
 import onnx_ir as ir
 
@@ -134,14 +137,27 @@ def _analyse(
     return list(zip(todo, proofs, rows, strict=True)), report
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector, which would re-scan the model's many IR objects."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def inspect_model(
     path: str | os.PathLike[str], target: str = "onnx", verify: bool = True, seed: int = 0
 ) -> FuseReport:
     """Find and prove GN sites without writing anything."""
     emitter = get_emitter(target)
     start = time.perf_counter()
-    model = load_model(path, infer_shapes=True)
-    _, report = _analyse(model, emitter, verify, seed)
+    with _gc_paused():
+        model = load_model(path, infer_shapes=True)
+        _, report = _analyse(model, emitter, verify, seed)
     report.input = os.fspath(path)
     report.seconds = time.perf_counter() - start
     return report
@@ -162,17 +178,18 @@ def fuse_model(
     emitter = get_emitter(target)
     out = check_output_path(output, path)
     start = time.perf_counter()
-    model = load_model(path, infer_shapes=True)
-    external = uses_external_data(model)
-    notes = emitter.prepare(model)
-    pending, report = _analyse(model, emitter, verify, seed)
-    if not report.sites:
-        raise GnDeployError(f"{path}: no group normalization found")
-    for site, proof, row in pending:
-        if proof is None or proof.ok:
-            _emit(model, site, emitter)
-            row.status = FUSED
-    save_model(model, out, external=external)
+    with _gc_paused():
+        model = load_model(path, infer_shapes=True)
+        external = uses_external_data(model)
+        notes = emitter.prepare(model)
+        pending, report = _analyse(model, emitter, verify, seed)
+        if not report.sites:
+            raise GnDeployError(f"{path}: no group normalization found")
+        for site, proof, row in pending:
+            if proof is None or proof.ok:
+                _emit(model, site, emitter)
+                row.status = FUSED
+        save_model(model, out, external=external)
     report.input, report.output = os.fspath(path), os.fspath(out)
     report.notes = notes
     report.seconds = time.perf_counter() - start

@@ -75,9 +75,9 @@ class OnnxEmitter:
         return Emitted(node, [gamma, beta])
 
     def run(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        from gn_deploy.backends.ort import run_model
+        from gn_deploy.backends.ort import run_small_model
 
-        return run_model(model, feeds)
+        return run_small_model(model, feeds)
 
 
 class TrtPluginEmitter:

@@ -16,7 +16,7 @@ import onnx
 import onnx_ir as ir
 from onnx import compose
 
-from gn_deploy.backends.ort import run_model
+from gn_deploy.backends.ort import run_small_model
 from gn_deploy.fusion.emitters import Emitter
 from gn_deploy.fusion.site import GroupNormSite, Layout
 from gn_deploy.reference import relative_l2, tolerance_for
@@ -42,7 +42,7 @@ def verify_sites(
     rng = np.random.default_rng(seed)
     feeds = [_random_input(site, rng) for site in sites]
     expected, failed_orig = _run_all(
-        feeds, lambda idx: _original_model(sites, idx, model), run_model
+        feeds, lambda idx: _original_model(sites, idx, model), run_small_model
     )
     actual, failed_emit = _run_all(
         feeds, lambda idx: _emitted_model(sites, idx, emitter), emitter.run
