@@ -31,6 +31,7 @@ class Status(enum.IntEnum):
     WORKSPACE = 8
     INVALID_DEVICE = 9
     CUDA = 10
+    INVALID_FIELD = 11
 
 
 class DType(enum.IntEnum):

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "groupnorm/groupnorm.h"
+#include "groupnorm/plugin_support.h"
 
 namespace {
 
@@ -311,10 +312,7 @@ extern "C" gn_status gn_workspace_size(const gn_params* params, size_t* bytes) {
   if (status != GN_SUCCESS) return status;
   gn_device device;
   if ((status = gn_query_device(&device)) != GN_SUCCESS) return status;
-  gn_plan plan;
-  if ((status = gn_plan_launch(params, &device, &plan)) != GN_SUCCESS) return status;
-  *bytes = static_cast<size_t>(plan.workspace_bytes);
-  return GN_SUCCESS;
+  return gn_workspace_bound(params, &device, bytes);
 }
 
 extern "C" gn_status gn_forward(const gn_params* params, const void* x, const float* gamma,

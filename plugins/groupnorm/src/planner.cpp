@@ -106,6 +106,7 @@ extern "C" const char* gn_status_string(gn_status status) {
     case GN_ERROR_WORKSPACE: return "workspace missing or smaller than gn_workspace_size";
     case GN_ERROR_INVALID_DEVICE: return "device description is unusable";
     case GN_ERROR_CUDA: return "a CUDA runtime call failed";
+    case GN_ERROR_INVALID_FIELD: return "a plugin field has the wrong type or length";
   }
   return "unknown status";
 }

@@ -32,7 +32,8 @@ typedef enum gn_status {
   GN_ERROR_INVALID_ACTIVATION = 7,/* not a gn_activation */
   GN_ERROR_WORKSPACE = 8,         /* workspace missing or smaller than gn_workspace_size */
   GN_ERROR_INVALID_DEVICE = 9,    /* device description unusable (zero SMs, ...) */
-  GN_ERROR_CUDA = 10              /* a CUDA runtime call failed; see cudaGetLastError */
+  GN_ERROR_CUDA = 10,             /* a CUDA runtime call failed; see cudaGetLastError */
+  GN_ERROR_INVALID_FIELD = 11     /* a plugin field has the wrong type or length */
 } gn_status;
 
 typedef enum gn_dtype { GN_FLOAT32 = 0, GN_FLOAT16 = 1, GN_BFLOAT16 = 2 } gn_dtype;
@@ -85,7 +86,8 @@ GN_API gn_status gn_plan_launch(const gn_params* params, const gn_device* device
 /* Describe the current CUDA device (attribute queries only, no synchronisation). */
 GN_API gn_status gn_query_device(gn_device* device);
 
-/* Device scratch bytes gn_forward needs for params on the current device. */
+/* Device scratch bytes gn_forward needs for params, and for any smaller batch, on the current
+ * device (see gn_workspace_bound). */
 GN_API gn_status gn_workspace_size(const gn_params* params, size_t* bytes);
 
 /*

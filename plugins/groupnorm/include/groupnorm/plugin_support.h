@@ -1,0 +1,77 @@
+/*
+ * TensorRT-free logic of the FusedGroupNorm plugin (DESIGN.md, "The plugin op"): field
+ * validation, format support and workspace sizing. The TensorRT adapter maps TensorRT's enums
+ * onto these and decides nothing itself, so all of this is tested on the CPU.
+ */
+#ifndef GN_DEPLOY_PLUGIN_SUPPORT_H
+#define GN_DEPLOY_PLUGIN_SUPPORT_H
+
+#include "groupnorm/groupnorm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The plugin's creator fields, after parsing. */
+typedef struct gn_plugin_config {
+  int32_t num_groups;
+  float epsilon;
+  int32_t activation;
+} gn_plugin_config;
+
+/* Tensor formats the plugin can meet, in TensorRT's terms. */
+typedef enum gn_format {
+  GN_FORMAT_LINEAR = 0, /* kLINEAR: [N, C, *spatial] */
+  GN_FORMAT_HWC = 1,    /* kHWC / kDHWC: channels last, unpadded (fp32) */
+  GN_FORMAT_HWC8 = 2,   /* kHWC8 / kDHWC8: channels last, padded to a multiple of 8 */
+  GN_FORMAT_HWC16 = 3   /* kHWC16: channels last, padded to a multiple of 16 */
+} gn_format;
+
+/* A creator field as TensorRT hands it over, its type translated by the adapter. */
+typedef enum gn_field_type {
+  GN_FIELD_INT32 = 0,
+  GN_FIELD_INT64 = 1,
+  GN_FIELD_FLOAT32 = 2,
+  GN_FIELD_FLOAT64 = 3,
+  GN_FIELD_OTHER = 4
+} gn_field_type;
+
+typedef struct gn_field {
+  const char* name;
+  const void* data;
+  int32_t type; /* gn_field_type */
+  int32_t length;
+} gn_field;
+
+/*
+ * Parse the creator's fields num_groups (integer), epsilon (float) and activation (integer,
+ * default 0) into config; other fields are ignored. On failure writes a one-line reason naming
+ * the field into message (at most message_size bytes, NUL-terminated) and returns the error.
+ */
+GN_API gn_status gn_plugin_parse_fields(const gn_field* fields, int32_t count,
+                                        gn_plugin_config* config, char* message,
+                                        size_t message_size);
+
+/*
+ * Whether x (and so y) may be of dtype and format for a tensor of this rank whose channel
+ * count is channels (a build-time constant; < 1 if unknown). Channels-last formats need the
+ * padding to vanish (C a multiple of the vector) so that the kernels' NHWC path reads them.
+ */
+GN_API int32_t gn_plugin_supports_format(int32_t dtype, int32_t format, int32_t rank,
+                                         int64_t channels);
+
+/* The kernels' layout for a supported format. */
+GN_API int32_t gn_plugin_layout(int32_t format);
+
+/*
+ * Workspace that covers every shape up to params (N at its maximum) on the device: the
+ * plugin asks for this once at build time, whatever shapes arrive later.
+ */
+GN_API gn_status gn_workspace_bound(const gn_params* params, const gn_device* device,
+                                    size_t* bytes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GN_DEPLOY_PLUGIN_SUPPORT_H */

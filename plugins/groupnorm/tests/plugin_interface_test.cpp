@@ -1,0 +1,220 @@
+// Drives libgn_trt_plugin through TensorRT's plugin interfaces only (no libnvinfer): creator
+// fields, field validation with logged reasons, serialization round trip, capabilities, formats.
+// Usage: plugin_interface_test path/to/libgn_trt_plugin.so   (exit code 0 when every check holds)
+#include <NvInferRuntime.h>
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+using namespace nvinfer1;
+
+namespace {
+
+int g_failed = 0;
+int g_passed = 0;
+
+void check(bool ok, const std::string& what) {
+  if (ok) {
+    ++g_passed;
+  } else {
+    ++g_failed;
+    std::printf("FAILED: %s\n", what.c_str());
+  }
+}
+
+class CapturingLogger : public ILogger {
+ public:
+  void log(Severity severity, AsciiChar const* msg) noexcept override {
+    if (severity <= Severity::kERROR) last_error = msg;
+  }
+  std::string last_error;
+};
+
+class Finder : public ILoggerFinder {
+ public:
+  explicit Finder(ILogger* logger) : logger_(logger) {}
+  ILogger* findLogger() override { return logger_; }
+
+ private:
+  ILogger* logger_;
+};
+
+struct Fields {
+  int32_t groups = 32;
+  float epsilon = 1e-5f;
+  int32_t activation = 1;
+  std::vector<PluginField> list;
+  PluginFieldCollection collection{};
+  PluginFieldCollection const* build(bool with_groups = true, PluginFieldType eps_type =
+                                                                  PluginFieldType::kFLOAT32) {
+    list.clear();
+    if (with_groups) list.emplace_back("num_groups", &groups, PluginFieldType::kINT32, 1);
+    list.emplace_back("epsilon", &epsilon, eps_type, 1);
+    list.emplace_back("activation", &activation, PluginFieldType::kINT32, 1);
+    list.emplace_back("plugin_namespace", "gn_deploy", PluginFieldType::kCHAR, 9);
+    collection.nbFields = static_cast<int32_t>(list.size());
+    collection.fields = list.data();
+    return &collection;
+  }
+};
+
+DynamicPluginTensorDesc desc(DataType type, TensorFormat format, std::vector<int64_t> dims) {
+  DynamicPluginTensorDesc d{};
+  d.desc.type = type;
+  d.desc.format = format;
+  d.desc.dims.nbDims = static_cast<int32_t>(dims.size());
+  for (size_t i = 0; i < dims.size(); ++i) d.desc.dims.d[i] = dims[i];
+  d.min = d.max = d.opt = d.desc.dims;
+  return d;
+}
+
+bool supports(IPluginV3OneBuild* build, DataType type, TensorFormat format,
+              std::vector<int64_t> dims) {
+  const int64_t c = dims[1];
+  DynamicPluginTensorDesc io[4] = {desc(type, format, dims),
+                                   desc(DataType::kFLOAT, TensorFormat::kLINEAR, {c}),
+                                   desc(DataType::kFLOAT, TensorFormat::kLINEAR, {c}),
+                                   desc(type, format, dims)};
+  for (int32_t pos = 0; pos < 4; ++pos) {
+    if (!build->supportsFormatCombination(pos, io, 3, 1)) return false;
+  }
+  return true;
+}
+
+template <typename T>
+T read(PluginFieldCollection const* fc, const char* name) {
+  for (int32_t i = 0; i < fc->nbFields; ++i) {
+    if (std::strcmp(fc->fields[i].name, name) == 0) return *static_cast<T const*>(fc->fields[i].data);
+  }
+  return T{-1};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::printf("usage: %s libgn_trt_plugin.so\n", argv[0]);
+    return 2;
+  }
+  void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) {
+    std::printf("cannot load %s: %s\n", argv[1], dlerror());
+    return 2;
+  }
+  using GetCreators = IPluginCreatorInterface* const* (*)(int32_t&);
+  using SetLoggerFinder = void (*)(ILoggerFinder*);
+  auto get_creators = reinterpret_cast<GetCreators>(dlsym(lib, "getCreators"));
+  auto set_logger_finder = reinterpret_cast<SetLoggerFinder>(dlsym(lib, "setLoggerFinder"));
+  check(get_creators != nullptr && set_logger_finder != nullptr, "exports getCreators, setLoggerFinder");
+  if (get_creators == nullptr || set_logger_finder == nullptr) return 1;
+
+  CapturingLogger logger;
+  Finder finder(&logger);
+  set_logger_finder(&finder);
+  int32_t count = 0;
+  IPluginCreatorInterface* const* creators = get_creators(count);
+  check(count == 1, "one creator");
+  auto* creator = static_cast<IPluginCreatorV3One*>(creators[0]);
+  check(std::string(creator->getInterfaceInfo().kind) == "PLUGIN CREATOR_V3ONE", "creator is V3One");
+  check(std::string(creator->getPluginName()) == "FusedGroupNorm" &&
+            std::string(creator->getPluginVersion()) == "1" &&
+            std::string(creator->getPluginNamespace()) == "gn_deploy",
+        "creator identity");
+  PluginFieldCollection const* names = creator->getFieldNames();
+  check(names->nbFields == 3 && std::string(names->fields[0].name) == "num_groups" &&
+            std::string(names->fields[1].name) == "epsilon" &&
+            std::string(names->fields[2].name) == "activation",
+        "field names");
+
+  Fields fields;
+  IPluginV3* plugin = creator->createPlugin("gn", fields.build(), TensorRTPhase::kBUILD);
+  check(plugin != nullptr, "valid fields create a plugin");
+  if (plugin == nullptr) return 1;
+
+  auto* runtime = static_cast<IPluginV3OneRuntime*>(
+      plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+  PluginFieldCollection const* serialized = runtime->getFieldsToSerialize();
+  check(read<int32_t>(serialized, "num_groups") == 32 &&
+            read<float>(serialized, "epsilon") == 1e-5f &&
+            read<int32_t>(serialized, "activation") == 1,
+        "serialized fields");
+  IPluginV3* restored = creator->createPlugin("gn", serialized, TensorRTPhase::kRUNTIME);
+  check(restored != nullptr, "serialized fields recreate the plugin");
+  if (restored != nullptr) {
+    auto* again = static_cast<IPluginV3OneRuntime*>(
+        restored->getCapabilityInterface(PluginCapabilityType::kRUNTIME))->getFieldsToSerialize();
+    check(read<int32_t>(again, "num_groups") == 32 && read<float>(again, "epsilon") == 1e-5f &&
+              read<int32_t>(again, "activation") == 1,
+          "round trip keeps every field");
+    delete restored;
+  }
+  IPluginV3* copy = plugin->clone();
+  check(copy != nullptr, "clone");
+  delete copy;
+
+  auto* core = static_cast<IPluginV3OneCore*>(plugin->getCapabilityInterface(PluginCapabilityType::kCORE));
+  check(std::string(core->getPluginName()) == "FusedGroupNorm", "core capability");
+  auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
+  check(build->getNbOutputs() == 1, "one output");
+  DataType in_types[3] = {DataType::kHALF, DataType::kFLOAT, DataType::kFLOAT};
+  DataType out_type = DataType::kFLOAT;
+  check(build->getOutputDataTypes(&out_type, 1, in_types, 3) == 0 && out_type == DataType::kHALF,
+        "output type follows x");
+
+  check(supports(build, DataType::kFLOAT, TensorFormat::kLINEAR, {2, 64, 8, 8}), "fp32 linear");
+  check(supports(build, DataType::kHALF, TensorFormat::kLINEAR, {2, 64, 8, 8}), "fp16 linear");
+  check(supports(build, DataType::kBF16, TensorFormat::kLINEAR, {2, 64, 4, 8, 8}), "bf16 linear 5-D");
+  check(supports(build, DataType::kHALF, TensorFormat::kHWC8, {2, 64, 8, 8}), "fp16 HWC8");
+  check(supports(build, DataType::kBF16, TensorFormat::kDHWC8, {2, 64, 4, 8, 8}), "bf16 DHWC8");
+  check(supports(build, DataType::kFLOAT, TensorFormat::kHWC, {2, 64, 8, 8}), "fp32 HWC");
+  check(supports(build, DataType::kHALF, TensorFormat::kHWC16, {2, 64, 8, 8}), "fp16 HWC16");
+  check(!supports(build, DataType::kHALF, TensorFormat::kHWC8, {2, 36, 8, 8}), "HWC8 padded C refused");
+  check(!supports(build, DataType::kHALF, TensorFormat::kHWC8, {2, 64, 4, 8, 8}), "HWC8 on 5-D refused");
+  check(!supports(build, DataType::kINT8, TensorFormat::kLINEAR, {2, 64, 8, 8}), "int8 refused");
+  check(!supports(build, DataType::kFLOAT, TensorFormat::kHWC8, {2, 64, 8, 8}), "fp32 HWC8 refused");
+  {
+    DynamicPluginTensorDesc io[4] = {desc(DataType::kHALF, TensorFormat::kLINEAR, {2, 64, 8, 8}),
+                                     desc(DataType::kHALF, TensorFormat::kLINEAR, {64}),
+                                     desc(DataType::kFLOAT, TensorFormat::kLINEAR, {64}),
+                                     desc(DataType::kFLOAT, TensorFormat::kLINEAR, {2, 64, 8, 8})};
+    check(!build->supportsFormatCombination(1, io, 3, 1), "gamma must be fp32");
+    check(!build->supportsFormatCombination(3, io, 3, 1), "y must match x");
+  }
+  delete plugin;
+
+  struct Bad {
+    const char* what;
+    int32_t groups;
+    float epsilon;
+    int32_t activation;
+    bool with_groups;
+    PluginFieldType eps_type;
+    const char* expected;
+  };
+  const Bad bad[] = {
+      {"num_groups <= 0", 0, 1e-5f, 0, true, PluginFieldType::kFLOAT32, "num_groups"},
+      {"missing num_groups", 32, 1e-5f, 0, false, PluginFieldType::kFLOAT32, "missing field num_groups"},
+      {"negative epsilon", 32, -1.0f, 0, true, PluginFieldType::kFLOAT32, "epsilon"},
+      {"epsilon of wrong type", 32, 1e-5f, 0, true, PluginFieldType::kCHAR, "epsilon must be a float"},
+      {"unknown activation", 32, 1e-5f, 7, true, PluginFieldType::kFLOAT32, "activation"},
+  };
+  for (const Bad& b : bad) {
+    Fields f;
+    f.groups = b.groups;
+    f.epsilon = b.epsilon;
+    f.activation = b.activation;
+    logger.last_error.clear();
+    IPluginV3* p = creator->createPlugin("bad", f.build(b.with_groups, b.eps_type), TensorRTPhase::kBUILD);
+    check(p == nullptr, std::string("refuses ") + b.what);
+    check(logger.last_error.find(b.expected) != std::string::npos &&
+              logger.last_error.find("FusedGroupNorm") == 0,
+          std::string("logs why for ") + b.what + " (got: " + logger.last_error + ")");
+    delete p;
+  }
+
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}
