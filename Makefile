@@ -7,7 +7,7 @@ DEMO := build/demo
 # torch is pinned here, in the set-up only: 2.13.0 is the CPU wheel this workplace serves.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test kernels bench-fuse bench-kernels clean
+.PHONY: demo test kernels plugin test-trt-lean bench-fuse bench-kernels clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,20 @@ kernels:
 		cmake -S plugins/groupnorm -B build/groupnorm -DCMAKE_BUILD_TYPE=Release >/dev/null && \
 		cmake --build build/groupnorm -j2; \
 	else echo "nvcc not found: skipping the CUDA kernels (their tests will skip)"; fi
+
+# The TensorRT plugin library needs TensorRT's headers (no registry has them): point at the
+# include/ folder of a TensorRT install or of a NVIDIA/TensorRT checkout.
+TENSORRT_INCLUDE_DIR ?=
+plugin:
+	@test -n "$(TENSORRT_INCLUDE_DIR)" || { echo "usage: make plugin TENSORRT_INCLUDE_DIR=/path/to/TensorRT/include"; exit 2; }
+	cmake -S plugins/groupnorm -B build/groupnorm-trt -DCMAKE_BUILD_TYPE=Release \
+		-DTensorRT_INCLUDE_DIR=$(abspath $(TENSORRT_INCLUDE_DIR)) >/dev/null
+	cmake --build build/groupnorm-trt -j2
+
+# The plugin in TensorRT 11's lean runtime from PyPI (loads plugins on a CPU machine).
+test-trt-lean: $(STAMP) plugin
+	$(BIN)/python -m pip install -q tensorrt-lean-cu13-libs tensorrt-lean-cu13-bindings
+	$(BIN)/python -m pytest -rs tests/test_trt_lean.py tests/test_plugin_support.py
 
 test: $(STAMP) kernels
 	$(BIN)/ruff check gn_deploy tests scripts

@@ -1,4 +1,4 @@
-"""`gn-deploy`: export | fuse | inspect | validate | bench. Thin over the Python API."""
+"""`gn-deploy`: export | fuse | inspect | validate | build | bench. Thin over the Python API."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ examples:
   gn-deploy inspect demo.onnx
   gn-deploy validate --model gn_deploy.models:demo_unet demo.onnx demo.fused.onnx \\
       --input x:1x4x32x32
+  gn-deploy build demo.trt.onnx -o demo.engine --shapes x:1x4x32x32,2x4x64x64,4x4x64x64 \
+      --precision fp16                                         # needs TensorRT and a GPU
   gn-deploy bench fuse
   gn-deploy bench kernels -o docs/benchmarks/kernels.md      # needs a CUDA GPU
 """
@@ -82,10 +84,27 @@ def _validate(args: argparse.Namespace) -> int:
         inputs_file=args.inputs,
         seed=args.seed,
         tolerance=args.tolerance,
+        engines=args.engine,
+        plugin=args.plugin,
     )
     print(report.table())
     print("parity: PASS" if report.ok else "parity: FAIL")
     return 0 if report.ok else 1
+
+
+def _build(args: argparse.Namespace) -> int:
+    from gn_deploy.trt.build import build_engine
+
+    out = build_engine(
+        args.model,
+        args.output,
+        shapes=args.shapes,
+        precision=args.precision,
+        timing_cache=args.timing_cache,
+        plugin=args.plugin,
+    )
+    print(f"wrote {out}")
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -102,6 +121,15 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+
+
+def _add_plugin_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--plugin",
+        metavar="LIB.so",
+        help="gn-deploy's TensorRT plugin library (default: $GN_DEPLOY_TRT_PLUGIN, "
+        "then build/groupnorm-trt/libgn_trt_plugin.so)",
+    )
 
 
 def _add_fuse_options(p: argparse.ArgumentParser) -> None:
@@ -221,8 +249,45 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="relative-L2 bound (default by dtype: fp32 1e-5, fp16 2e-3, bf16 1e-2)",
     )
+    p.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        metavar="MODEL.engine",
+        help="also run this TensorRT engine (needs TensorRT and a GPU; repeatable)",
+    )
+    _add_plugin_option(p)
     _add_common(p)
     p.set_defaults(func=_validate)
+
+    p = sub.add_parser(
+        "build",
+        help="build a TensorRT engine with the GN plugin (needs TensorRT and a GPU)",
+        description="Build a TensorRT 10 or 11 engine from ONNX (typically the output of "
+        "`fuse --target trt-plugin`) with gn-deploy's plugin library loaded. TensorRT 10 uses "
+        "builder precision flags; TensorRT 11 builds strongly typed, so for fp16 the graph is "
+        "converted first, keeping GN gamma/beta in fp32. Written atomically.",
+    )
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.engine")
+    p.add_argument(
+        "--shapes",
+        action="append",
+        default=[],
+        metavar="NAME:MIN,OPT,MAX",
+        help="optimization profile of a dynamic input, e.g. "
+        "x:1x4x32x32,2x4x64x64,4x4x128x128 (static inputs default to their shape)",
+    )
+    p.add_argument(
+        "--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="default fp32"
+    )
+    p.add_argument(
+        "--timing-cache",
+        metavar="FILE",
+        help="read and update this TensorRT timing cache (faster rebuilds)",
+    )
+    _add_plugin_option(p)
+    p.set_defaults(func=_build)
 
     p = sub.add_parser(
         "bench",

@@ -204,3 +204,82 @@ def group_norm(
     if status != Status.SUCCESS:
         raise KernelError(status, "gn_forward")
     return y
+
+
+class Format(enum.IntEnum):
+    """Tensor formats of the plugin (TensorRT's kLINEAR, kHWC/kDHWC, kHWC8/kDHWC8, kHWC16)."""
+
+    LINEAR = 0
+    HWC = 1
+    HWC8 = 2
+    HWC16 = 3
+
+
+class FieldType(enum.IntEnum):
+    INT32 = 0
+    INT64 = 1
+    FLOAT32 = 2
+    FLOAT64 = 3
+    OTHER = 4
+
+
+class Field(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("data", ctypes.c_void_p),
+        ("type", ctypes.c_int32),
+        ("length", ctypes.c_int32),
+    ]
+
+
+class PluginConfig(ctypes.Structure):
+    _fields_ = [
+        ("num_groups", ctypes.c_int32),
+        ("epsilon", ctypes.c_float),
+        ("activation", ctypes.c_int32),
+    ]
+
+
+def parse_plugin_fields(
+    fields: list[tuple[str, Any, FieldType]],
+) -> tuple[Status, PluginConfig, str]:
+    """Run the plugin's field parser on ``(name, numpy array, type)`` triples."""
+    keep = [np_array for _, np_array, _ in fields]  # keep the buffers alive during the call
+    array = (Field * len(fields))(
+        *[
+            Field(name.encode(), data.ctypes.data, int(kind), data.size)
+            for (name, _, kind), data in zip(fields, keep, strict=True)
+        ]
+    )
+    config = PluginConfig()
+    message = ctypes.create_string_buffer(256)
+    lib = library()
+    lib.gn_plugin_parse_fields.argtypes = [
+        ctypes.POINTER(Field),
+        ctypes.c_int32,
+        ctypes.POINTER(PluginConfig),
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+    ]
+    status = lib.gn_plugin_parse_fields(array, len(fields), ctypes.byref(config), message, 256)
+    return Status(status), config, message.value.decode()
+
+
+def plugin_supports_format(dtype: DType, fmt: Format, rank: int, channels: int) -> bool:
+    lib = library()
+    lib.gn_plugin_supports_format.argtypes = [ctypes.c_int32] * 3 + [ctypes.c_int64]
+    return bool(lib.gn_plugin_supports_format(int(dtype), int(fmt), rank, channels))
+
+
+def workspace_bound(params: Params, device: Device) -> int:
+    lib = library()
+    lib.gn_workspace_bound.argtypes = [
+        ctypes.POINTER(Params),
+        ctypes.POINTER(Device),
+        ctypes.POINTER(ctypes.c_size_t),
+    ]
+    size = ctypes.c_size_t()
+    status = lib.gn_workspace_bound(ctypes.byref(params), ctypes.byref(device), ctypes.byref(size))
+    if status != Status.SUCCESS:
+        raise KernelError(status, "gn_workspace_bound")
+    return size.value

@@ -175,10 +175,12 @@ def validate(
     inputs_file: str | os.PathLike[str] | None = None,
     seed: int = 0,
     tolerance: float | None = None,
+    engines: Sequence[str | os.PathLike[str]] = (),
+    plugin: str | os.PathLike[str] | None = None,
 ) -> ValidationReport:
-    """Compare every ONNX file (and the torch model, the reference when given) on one input set."""
-    if (model is not None) + len(onnx_files) < 2:
-        raise UsageError("validate needs at least two of: --model, ONNX files")
+    """Compare ONNX files and TensorRT engines with the first of them (or the torch model)."""
+    if (model is not None) + len(onnx_files) + len(engines) < 2:
+        raise UsageError("validate needs at least two of: --model, ONNX files, --engine files")
     specs = [s if isinstance(s, InputSpec) else InputSpec.parse(s) for s in inputs]
     feeds = make_inputs(specs, inputs_file, onnx_files, seed)
     runs: list[tuple[str, list[np.ndarray]]] = []
@@ -187,6 +189,10 @@ def validate(
     for path in onnx_files:
         backend, outs = run_onnx(path, feeds)
         runs.append((f"{backend}:{Path(path).name}", outs))
+    for path in engines:
+        from gn_deploy.trt.runner import EngineRunner
+
+        runs.append((f"tensorrt:{Path(path).name}", EngineRunner(path, plugin).run(feeds)))
     (ref_name, ref_outs), rest = runs[0], runs[1:]
     report = ValidationReport(reference=ref_name)
     for name, outs in rest:

@@ -1,0 +1,54 @@
+"""Finding and loading gn-deploy's TensorRT plugin library (libgn_trt_plugin.so)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from gn_deploy import plugin_op
+from gn_deploy.errors import GnDeployError
+
+PLUGIN_ENV = "GN_DEPLOY_TRT_PLUGIN"
+LIBRARY_NAME = "libgn_trt_plugin.so"
+_BUILD = Path(__file__).resolve().parents[2] / "build"
+# Where `make plugin` (and a plain CMake build with TensorRT headers) puts it.
+_CANDIDATES = (_BUILD / "groupnorm-trt" / LIBRARY_NAME, _BUILD / "groupnorm" / LIBRARY_NAME)
+
+
+def find_plugin_library(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The plugin library: ``--plugin``, else $GN_DEPLOY_TRT_PLUGIN, else the build folder."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise GnDeployError(f"--plugin {path}: no such file")
+        return path
+    if os.environ.get(PLUGIN_ENV):
+        path = Path(os.environ[PLUGIN_ENV])
+        if not path.is_file():
+            raise GnDeployError(f"${PLUGIN_ENV}={path}: no such file")
+        return path
+    for path in _CANDIDATES:
+        if path.is_file():
+            return path
+    raise GnDeployError(
+        f"the TensorRT plugin library {LIBRARY_NAME} was not found: build it with "
+        "`make plugin TENSORRT_INCLUDE_DIR=/path/to/TensorRT/include`, or pass --plugin / set "
+        f"${PLUGIN_ENV}"
+    )
+
+
+def load_plugin(trt: Any, path: Path) -> Any:
+    """Load the library into TensorRT's plugin registry and return the FusedGroupNorm creator."""
+    registry = trt.get_plugin_registry()
+    if registry.load_library(str(path)) is None:
+        raise GnDeployError(f"{path}: TensorRT's plugin registry could not load it")
+    creator = registry.get_creator(
+        plugin_op.OP_TYPE, plugin_op.PLUGIN_VERSION, plugin_op.PLUGIN_NAMESPACE
+    )
+    if creator is None:
+        raise GnDeployError(
+            f"{path}: loaded, but it registers no {plugin_op.PLUGIN_NAMESPACE}::"
+            f"{plugin_op.OP_TYPE} v{plugin_op.PLUGIN_VERSION}"
+        )
+    return creator
