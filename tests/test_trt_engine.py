@@ -35,7 +35,7 @@ def test_demo_engine_matches_torch(tmp_path: Path, precision: str) -> None:
         "gn_deploy.models:demo_unet",
         engines=[engine],
         inputs=["x:2x4x32x32"],
-        tolerance=1e-4 if precision == "fp32" else 5e-3,
+        tolerance=tolerance_for("float32" if precision == "fp32" else "float16"),
         plugin=PLUGIN_LIBRARY,
     )
     assert report.ok, report.table()
