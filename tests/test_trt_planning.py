@@ -120,3 +120,10 @@ def test_build_without_tensorrt_is_one_clear_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "TensorRT's builder is not installed" in err[0]
     assert not (tmp_path / "m.engine").exists()
+
+
+def test_missing_engine_is_named(tmp_path: Path) -> None:
+    from gn_deploy.trt.runner import EngineRunner
+
+    with pytest.raises(GnDeployError, match=r"nope\.engine: no such engine file"):
+        EngineRunner(tmp_path / "nope.engine")

@@ -1,10 +1,13 @@
-"""Run a TensorRT engine on torch CUDA tensors (used by `gn-deploy validate --engine`)."""
+"""Run a TensorRT engine (used by `gn-deploy validate --engine`).
+
+Device memory comes from torch's CUDA tensors, or from cuda-python where torch is absent.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -13,14 +16,118 @@ from gn_deploy.trt.build import require_tensorrt
 from gn_deploy.trt.plugin import find_plugin_library, load_plugin
 
 
-def _require_cuda_torch() -> Any:
-    try:
+class DeviceMemory(Protocol):
+    """Device buffers and a stream: what running an engine needs from a CUDA library."""
+
+    def upload(self, array: np.ndarray) -> int: ...
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> int: ...
+    def download(self, pointer: int) -> np.ndarray: ...
+    def stream(self) -> int: ...
+    def synchronize(self) -> None: ...
+
+
+class TorchMemory:
+    def __init__(self) -> None:
         import torch
-    except ImportError as exc:
-        raise GnDeployError("running an engine needs torch with CUDA (gn-deploy[torch])") from exc
-    if not torch.cuda.is_available():
-        raise GnDeployError("running an engine needs an NVIDIA GPU (torch sees no CUDA device)")
-    return torch
+
+        if not torch.cuda.is_available():
+            raise GnDeployError("running an engine needs an NVIDIA GPU (torch sees no CUDA device)")
+        self.torch = torch
+        self.tensors: dict[int, Any] = {}
+
+    def _keep(self, tensor: Any) -> int:
+        self.tensors[tensor.data_ptr()] = tensor
+        return int(tensor.data_ptr())
+
+    def upload(self, array: np.ndarray) -> int:
+        return self._keep(self.torch.from_numpy(np.ascontiguousarray(array)).cuda())
+
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> int:
+        like = self.torch.from_numpy(np.empty(0, dtype))
+        return self._keep(self.torch.empty(shape, dtype=like.dtype, device="cuda"))
+
+    def download(self, pointer: int) -> np.ndarray:
+        return self.tensors[pointer].cpu().numpy()
+
+    def stream(self) -> int:
+        return int(self.torch.cuda.current_stream().cuda_stream)
+
+    def synchronize(self) -> None:
+        self.torch.cuda.current_stream().synchronize()
+
+
+class CudaPythonMemory:
+    def __init__(self) -> None:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            try:
+                from cuda import cudart  # type: ignore[no-redef]
+            except ImportError as exc:
+                raise GnDeployError(
+                    "running an engine needs torch with CUDA or cuda-python "
+                    "(pip install 'gn-deploy[torch]' or cuda-python)"
+                ) from exc
+        self.cudart = cudart
+        self.buffers: dict[int, tuple[tuple[int, ...], np.dtype]] = {}
+        self._stream = self._check(cudart.cudaStreamCreate())
+
+    def _check(self, result: tuple) -> Any:
+        err, *values = result if isinstance(result, tuple) else (result,)
+        if err != self.cudart.cudaError_t.cudaSuccess:
+            raise GnDeployError(f"CUDA call failed: {err}")
+        return values[0] if values else None
+
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> int:
+        nbytes = max(int(np.prod(shape)) * np.dtype(dtype).itemsize, 1)
+        pointer = int(self._check(self.cudart.cudaMalloc(nbytes)))
+        self.buffers[pointer] = (shape, np.dtype(dtype))
+        return pointer
+
+    def upload(self, array: np.ndarray) -> int:
+        host = np.ascontiguousarray(array)
+        pointer = self.allocate(host.shape, host.dtype)
+        self._check(
+            self.cudart.cudaMemcpy(
+                pointer,
+                host.ctypes.data,
+                host.nbytes,
+                self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
+            )
+        )
+        return pointer
+
+    def download(self, pointer: int) -> np.ndarray:
+        shape, dtype = self.buffers[pointer]
+        host = np.empty(shape, dtype)
+        self._check(
+            self.cudart.cudaMemcpy(
+                host.ctypes.data,
+                pointer,
+                host.nbytes,
+                self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+            )
+        )
+        return host
+
+    def stream(self) -> int:
+        return int(self._stream)
+
+    def synchronize(self) -> None:
+        self._check(self.cudart.cudaStreamSynchronize(self._stream))
+
+    def __del__(self) -> None:
+        for pointer in self.buffers:
+            self.cudart.cudaFree(pointer)
+
+
+def device_memory() -> DeviceMemory:
+    """torch's CUDA memory when torch is installed, else cuda-python's."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return CudaPythonMemory()
+    return TorchMemory()
 
 
 class EngineRunner:
@@ -33,7 +140,6 @@ class EngineRunner:
         if not self.path.is_file():
             raise GnDeployError(f"{self.path}: no such engine file")
         self.trt = require_tensorrt()
-        self.torch = _require_cuda_torch()
         load_plugin(self.trt, find_plugin_library(plugin))
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         runtime = self.trt.Runtime(self.logger)
@@ -46,33 +152,24 @@ class EngineRunner:
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == mode]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) != mode]
 
-    def _torch_dtype(self, name: str) -> Any:
-        dtype = self.engine.get_tensor_dtype(name)
-        return self.torch.from_numpy(np.empty(0, self.trt.nptype(dtype))).dtype
+    def _dtype(self, name: str) -> np.dtype:
+        return np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        torch = self.torch
         missing = [n for n in self.inputs if n not in feeds]
         if missing:
             raise GnDeployError(f"{self.path}: no input given for {missing}")
-        keep = []
+        memory = device_memory()
         for name in self.inputs:
-            tensor = torch.from_numpy(np.ascontiguousarray(feeds[name])).cuda()
-            tensor = tensor.to(self._torch_dtype(name))
-            self.context.set_input_shape(name, tuple(tensor.shape))
-            self.context.set_tensor_address(name, tensor.data_ptr())
-            keep.append(tensor)
-        results = []
+            array = np.ascontiguousarray(feeds[name]).astype(self._dtype(name))
+            self.context.set_input_shape(name, array.shape)
+            self.context.set_tensor_address(name, memory.upload(array))
+        pointers = []
         for name in self.outputs:
             shape = tuple(self.context.get_tensor_shape(name))
-            out = torch.empty(shape, dtype=self._torch_dtype(name), device="cuda")
-            self.context.set_tensor_address(name, out.data_ptr())
-            results.append(out)
-        stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
+            pointers.append(memory.allocate(shape, self._dtype(name)))
+            self.context.set_tensor_address(name, pointers[-1])
+        if not self.context.execute_async_v3(memory.stream()):
             raise GnDeployError(f"{self.path}: TensorRT failed to run the engine")
-        stream.synchronize()
-        return [
-            r.float().cpu().numpy() if r.dtype == torch.bfloat16 else r.cpu().numpy()
-            for r in results
-        ]
+        memory.synchronize()
+        return [memory.download(p) for p in pointers]
