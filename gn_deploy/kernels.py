@@ -48,6 +48,7 @@ class Layout(enum.IntEnum):
 class LaunchPath(enum.IntEnum):
     ONCHIP = 0
     STREAM = 1
+    CLUSTER = 2
 
 
 class Params(ctypes.Structure):

@@ -141,3 +141,29 @@ def test_bench_kernels_without_gpu_is_a_clear_error(capsys: pytest.CaptureFixtur
 
     assert main(["bench", "kernels"]) == 1
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+A100 = k.Device(108, 166912, 8, 0)
+
+
+def test_hopper_clusters_read_x_once_when_groups_are_few() -> None:
+    # sd-unet-64: 64 groups of 80 KiB would leave half an H200 idle with one block per group
+    params = k.make_params(2, 320, 64 * 64, 32, dtype=k.DType.FLOAT16)
+    plan = k.plan(params, H200)
+    assert plan.path == k.LaunchPath.CLUSTER
+    assert plan.chunks == 4 and plan.blocks == 256 >= H200.sm_count
+    assert plan.smem_bytes == 10 * 4096 * 2 // 4 and plan.workspace_bytes == 0
+    assert k.plan(params, A100).path == k.LaunchPath.STREAM, "no clusters before Hopper"
+
+
+def test_cluster_holds_groups_larger_than_one_block() -> None:
+    # det-head fp32: a group is 8 x 15200 floats = 475 KiB, over one block's shared memory
+    plan = k.plan(k.make_params(2, 256, 100 * 152, 32), H200)
+    assert plan.path == k.LaunchPath.CLUSTER and plan.chunks == 4
+    assert plan.smem_bytes <= H200.max_smem_per_block
+
+
+def test_groups_too_large_for_a_cluster_stream() -> None:
+    # sd-vae-256: 2 MiB groups exceed 8 blocks' shared memory
+    plan = k.plan(k.make_params(1, 512, 256 * 256, 32, dtype=k.DType.FLOAT16), H200)
+    assert plan.path == k.LaunchPath.STREAM

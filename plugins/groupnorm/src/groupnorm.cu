@@ -1,12 +1,16 @@
 // Group-normalization forward kernels and gn_forward. No TensorRT types; errors are returned.
 //
-// Two paths (chosen by gn_plan_launch):
+// Three paths (chosen by gn_plan_launch):
 //  - on-chip: one block per (n, g); the group is loaded once into shared memory while its
 //    Welford statistics accumulate, then normalised from shared memory. x is read once.
+//  - cluster (Hopper+): a cluster of K blocks per group, each holding a slice in shared memory;
+//    each block's partial statistics are read by every block of the cluster over distributed
+//    shared memory and merged in rank order. x is read once, K times as many blocks.
 //  - stream: the group is split into chunks (enough blocks to fill the GPU when N*G is small);
 //    each block writes its chunk's (mean, M2) to the workspace, then a second kernel merges
 //    the partials of its group in a fixed order (Chan's formula, no atomics) and normalises.
 // Statistics are fp32 whatever the I/O type; results are bitwise reproducible.
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -149,6 +153,27 @@ __device__ __forceinline__ Pack<T, VEC> normalize(const float (&v)[VEC], int64_t
 }
 
 template <typename T, int VEC>
+__device__ __forceinline__ void normalize_slice(const Pack<T, VEC>* buffer, int64_t v0, int64_t v1,
+                                                T* yg, const Geometry& geo, int64_t ng,
+                                                float mean, float rstd, const float* gamma,
+                                                const float* beta, bool silu) {
+  for (int64_t v = v0 + threadIdx.x; v < v1; v += blockDim.x) {
+    float f[VEC];
+    unpack(buffer[v - v0], f);
+    const int64_t i = v * VEC;
+    *reinterpret_cast<Pack<T, VEC>*>(yg + geo.offset(i)) =
+        normalize<T, VEC>(f, geo.channel(ng, i), geo.nhwc, mean, rstd, gamma, beta, silu);
+  }
+}
+
+__device__ __forceinline__ void chunk_range(int64_t vectors, int chunks, int chunk, int64_t* v0,
+                                            int64_t* v1) {
+  const int64_t per = (vectors + chunks - 1) / chunks;
+  *v0 = min(vectors, chunk * per);
+  *v1 = min(vectors, *v0 + per);
+}
+
+template <typename T, int VEC>
 __global__ void __launch_bounds__(1024)
     onchip_kernel(const T* __restrict__ x, const float* __restrict__ gamma,
                   const float* __restrict__ beta, T* __restrict__ y, Geometry geo, float eps,
@@ -173,20 +198,50 @@ __global__ void __launch_bounds__(1024)
   const float mean = s.mean;
   const float rstd = 1.0f / sqrtf(s.m2 / static_cast<float>(geo.elems) + eps);
   // Each thread reads back only the vectors it stored: no barrier needed for the buffer.
-  for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
-    float f[VEC];
-    unpack(buffer[v], f);
-    const int64_t i = v * VEC;
-    *reinterpret_cast<Pack<T, VEC>*>(yg + geo.offset(i)) =
-        normalize<T, VEC>(f, geo.channel(ng, i), geo.nhwc, mean, rstd, gamma, beta, silu);
-  }
+  normalize_slice<T, VEC>(buffer, 0, vectors, yg, geo, ng, mean, rstd, gamma, beta, silu);
 }
 
-__device__ __forceinline__ void chunk_range(int64_t vectors, int chunks, int chunk, int64_t* v0,
-                                            int64_t* v1) {
-  const int64_t per = (vectors + chunks - 1) / chunks;
-  *v0 = min(vectors, chunk * per);
-  *v1 = min(vectors, *v0 + per);
+template <typename T, int VEC>
+__global__ void __launch_bounds__(1024)
+    cluster_kernel(const T* __restrict__ x, const float* __restrict__ gamma,
+                   const float* __restrict__ beta, T* __restrict__ y, Geometry geo, float eps,
+                   bool silu) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __shared__ Stats scratch[32];
+  __shared__ Stats partial;
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int size = static_cast<int>(cluster.num_blocks());
+  const int64_t ng = blockIdx.x / size;
+  int64_t v0, v1;
+  chunk_range(geo.elems / VEC, size, rank, &v0, &v1);
+  auto* buffer = reinterpret_cast<Pack<T, VEC>*>(smem_raw);
+  const T* xg = x + geo.base(ng);
+
+  Stats s{0.0f, 0.0f, 0.0f};
+  for (int64_t v = v0 + threadIdx.x; v < v1; v += blockDim.x) {
+    const Pack<T, VEC> p = *reinterpret_cast<const Pack<T, VEC>*>(xg + geo.offset(v * VEC));
+    buffer[v - v0] = p;
+    float f[VEC];
+    unpack(p, f);
+    s = merge(s, vector_stats(f));
+  }
+  s = block_reduce(s, scratch);
+  if (threadIdx.x == 0) partial = s;
+  cluster.sync();  // every block's partial is written
+  if (threadIdx.x == 0) {
+    Stats total{0.0f, 0.0f, 0.0f};
+    for (int r = 0; r < size; ++r) total = merge(total, *cluster.map_shared_rank(&partial, r));
+    scratch[0] = total;
+  }
+  cluster.sync();  // all remote reads done before any block may exit; scratch[0] visible
+  const float mean = scratch[0].mean;
+  const float rstd = 1.0f / sqrtf(scratch[0].m2 / static_cast<float>(geo.elems) + eps);
+  normalize_slice<T, VEC>(buffer, v0, v1, y + geo.base(ng), geo, ng, mean, rstd, gamma, beta,
+                          silu);
+#endif
 }
 
 template <typename T, int VEC>
@@ -251,6 +306,33 @@ gn_status last_launch_status() {
 }
 
 template <typename T, int VEC>
+gn_status launch_cluster(const gn_plan& plan, const T* x, const float* gamma, const float* beta,
+                         T* y, const Geometry& geo, float eps, bool silu, cudaStream_t stream) {
+  auto kernel = cluster_kernel<T, VEC>;
+  if (plan.smem_bytes > kDefaultSmemLimit &&
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(plan.smem_bytes)) != cudaSuccess) {
+    return GN_ERROR_CUDA;
+  }
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = static_cast<unsigned>(plan.chunks);
+  attribute.val.clusterDim.y = 1;
+  attribute.val.clusterDim.z = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>(plan.blocks));
+  config.blockDim = dim3(static_cast<unsigned>(plan.threads));
+  config.dynamicSmemBytes = static_cast<size_t>(plan.smem_bytes);
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  if (cudaLaunchKernelEx(&config, kernel, x, gamma, beta, y, geo, eps, silu) != cudaSuccess) {
+    return GN_ERROR_CUDA;
+  }
+  return last_launch_status();
+}
+
+template <typename T, int VEC>
 gn_status launch(const gn_params& p, const gn_plan& plan, const void* x, const float* gamma,
                  const float* beta, void* y, void* workspace, cudaStream_t stream) {
   const Geometry geo{p.c, p.spatial, p.c / p.groups, (p.c / p.groups) * p.spatial, p.groups,
@@ -268,6 +350,9 @@ gn_status launch(const gn_params& p, const gn_plan& plan, const void* x, const f
     onchip_kernel<T, VEC><<<grid, plan.threads, plan.smem_bytes, stream>>>(
         xt, gamma, beta, yt, geo, p.epsilon, silu);
     return last_launch_status();
+  }
+  if (plan.path == GN_PATH_CLUSTER) {
+    return launch_cluster<T, VEC>(plan, xt, gamma, beta, yt, geo, p.epsilon, silu, stream);
   }
   auto* partial = static_cast<float2*>(workspace);
   stats_kernel<T, VEC><<<grid, plan.threads, 0, stream>>>(xt, geo, plan.chunks, partial);

@@ -17,6 +17,9 @@ constexpr int64_t kBlocksPerSm = 4;
 constexpr int64_t kMinVectorsPerThread = 4;
 constexpr int64_t kMaxChunks = 1024;
 constexpr int32_t kStreamThreads = 256;
+// Portable thread-block cluster sizes (Hopper and newer); 16 needs a non-portable opt-in.
+constexpr int64_t kMaxClusterSize = 8;
+constexpr int32_t kClusterComputeCapability = 9;
 
 int64_t element_bytes(int32_t dtype) { return dtype == GN_FLOAT32 ? 4 : 2; }
 
@@ -28,6 +31,20 @@ int32_t onchip_threads(int64_t vectors) {
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// The smallest cluster size (a power of two up to kMaxClusterSize) whose blocks each hold
+// their slice of a group in shared memory and which gives every SM at least one block;
+// 0 when no cluster holds the group.
+int64_t cluster_size(int64_t vectors, int64_t vector_bytes, int64_t groups_total,
+                     int64_t sm_count, int64_t budget) {
+  for (int64_t k = 2; k <= kMaxClusterSize; k *= 2) {
+    const int64_t slice = round_up(ceil_div(vectors, k) * vector_bytes, kVectorBytes);
+    if (slice <= budget && (groups_total * k >= sm_count || k == kMaxClusterSize)) return k;
+  }
+  return 0;
+}
 
 }  // namespace
 
@@ -65,16 +82,28 @@ extern "C" gn_status gn_plan_launch(const gn_params* p, const gn_device* d, gn_p
   plan->vec = vectorizable ? static_cast<int32_t>(vec_elems) : 1;
   const int64_t vectors = group_elems / plan->vec;
 
-  const int64_t group_bytes = ceil_div(group_elems * esize, kVectorBytes) * kVectorBytes;
-  const bool fits = group_bytes <= d->max_smem_per_block - kStaticSmemReserve;
+  const int64_t group_bytes = round_up(group_elems * esize, kVectorBytes);
+  const int64_t budget = d->max_smem_per_block - kStaticSmemReserve;
+  const bool fits = group_bytes <= budget;
   // One block per group reads x once; it pays when every SM gets at least one group.
   const bool fills_gpu = groups_total >= static_cast<int64_t>(d->sm_count);
+  const int64_t cluster = d->cc_major >= kClusterComputeCapability
+                              ? cluster_size(vectors, plan->vec * esize, groups_total,
+                                             d->sm_count, budget)
+                              : 0;
   if (fits && (fills_gpu || group_elems <= kSmallGroupElements)) {
     plan->path = GN_PATH_ONCHIP;
     plan->threads = onchip_threads(vectors);
     plan->chunks = 1;
     plan->blocks = groups_total;
     plan->smem_bytes = group_bytes;
+    plan->workspace_bytes = 0;
+  } else if (cluster > 0) {
+    plan->path = GN_PATH_CLUSTER;
+    plan->threads = onchip_threads(ceil_div(vectors, cluster));
+    plan->chunks = static_cast<int32_t>(cluster);
+    plan->blocks = groups_total * cluster;
+    plan->smem_bytes = round_up(ceil_div(vectors, cluster) * plan->vec * esize, kVectorBytes);
     plan->workspace_bytes = 0;
   } else {
     plan->path = GN_PATH_STREAM;

@@ -64,14 +64,17 @@ typedef struct gn_device {
 
 typedef enum gn_path {
   GN_PATH_ONCHIP = 0, /* one block per group, group kept in shared memory: x read once */
-  GN_PATH_STREAM = 1  /* partial statistics per chunk, then normalise: x read twice */
+  GN_PATH_STREAM = 1, /* partial statistics per chunk, then normalise: x read twice */
+  GN_PATH_CLUSTER = 2 /* Hopper+: a thread-block cluster per group, each block keeping its slice
+                         in shared memory, statistics merged over distributed shared memory:
+                         x read once, enough blocks to fill the GPU */
 } gn_path;
 
 typedef struct gn_plan {
   int32_t path;            /* gn_path */
   int32_t threads;         /* threads per block */
   int32_t vec;             /* elements per vector access when pointers are 16-byte aligned */
-  int32_t chunks;          /* blocks per group (1 on the on-chip path) */
+  int32_t chunks;          /* blocks per group (1 on-chip; the cluster size on the cluster path) */
   int64_t blocks;          /* grid size of each launch */
   int64_t smem_bytes;      /* dynamic shared memory per block */
   int64_t workspace_bytes; /* scratch the launch needs in device memory */
