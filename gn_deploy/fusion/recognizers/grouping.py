@@ -1,0 +1,112 @@
+"""The grouped view every decomposed GN works on: Reshape(x, [N, G, ...]) in, Reshape back out.
+
+Shared by the recognizers whose normalization runs on the grouped view (InstanceNormalization,
+moments chains, LayerNormalization).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+
+from gn_deploy.fusion.constants import Dim, fold_ints
+from gn_deploy.fusion.graph import is_op, skip_identity_down, skip_identity_up, sole_consumer
+
+
+@dataclass
+class GroupedView:
+    """x reshaped to [N, G, ...]: the value the normalization reads, and how it got there."""
+
+    x: ir.Value
+    grouped: ir.Value
+    num_groups: int
+    channels: int
+    rank: int  # rank of the grouped view
+    nodes: list[ir.Node] = field(default_factory=list)  # the Reshape and any Identity after it
+
+
+def grouped_view(value: ir.Value | None) -> GroupedView | str | None:
+    """The grouped view behind ``value``; a reason when it is one but unusable; else None."""
+    if value is None:
+        return None
+    identities: list[ir.Node] = []
+    grouped = skip_identity_up(value, identities)
+    reshape = grouped.producer()
+    if not is_op(reshape, "Reshape") or reshape is None or reshape.inputs[0] is None:
+        return None
+    x = reshape.inputs[0]
+    if x.shape is None or len(x.shape) < 2:
+        return f"the rank of input {x.name!r} is unknown"
+    channels = x.shape[1]
+    if not isinstance(channels, int):
+        return f"the channel count (axis 1) of input {x.name!r} is not static"
+    target = fold_ints(reshape.inputs[1], anchor=x)
+    groups = _groups(target, x.shape)
+    if groups is None or target is None:
+        return f"Reshape {reshape.name!r} does not split input {x.name!r} into [N, G, ...] groups"
+    if channels % groups:
+        return f"channels {channels} are not divisible by the {groups} groups"
+    return GroupedView(x, value, groups, channels, len(target), [reshape, *reversed(identities)])
+
+
+def restored_output(value: ir.Value, view: GroupedView) -> tuple[ir.Value, list[ir.Node]] | str:
+    """Follow ``value`` (on the grouped view) to the Reshape that restores x's shape.
+
+    Returns that Reshape's output and the nodes passed, or the reason there is none.
+    """
+    identities: list[ir.Node] = []
+    normalized = skip_identity_down(value, identities)
+    reshape = sole_consumer(normalized)
+    if not is_op(reshape, "Reshape") or reshape is None:
+        return f"the normalized groups are not reshaped back to the shape of {view.x.name!r}"
+    assert view.x.shape is not None
+    if not _is_shape_of(fold_ints(reshape.inputs[1], anchor=view.x), view.x.shape):
+        return f"Reshape {reshape.name!r} does not restore the shape of {view.x.name!r}"
+    return reshape.outputs[0], [*identities, reshape]
+
+
+def group_axes(view: GroupedView) -> set[int]:
+    """The axes of the grouped view that one group's statistics run over."""
+    return set(range(2, view.rank))
+
+
+def _dim_matches(entry: int | Dim, axis: int, dim: object) -> bool:
+    if isinstance(entry, Dim):
+        return entry.axis == axis
+    return isinstance(dim, int) and entry == dim
+
+
+def _groups(target: list[int | Dim] | None, shape: ir.Shape) -> int | None:
+    """G when reshaping to ``target`` keeps the batch axis and splits channels into G groups."""
+    if target is None or len(target) < 3:
+        return None
+    batch, groups, rest = target[0], target[1], target[2:]
+    if not (batch == 0 or _dim_matches(batch, 0, shape[0])):
+        return None
+    if groups == 0:
+        groups = shape[1]
+    if not isinstance(groups, int) or groups <= 0:
+        return None
+    if any(isinstance(r, Dim) or r == 0 or r < -1 for r in rest):
+        return None
+    if rest.count(-1) > 1:
+        return None
+    if -1 not in rest:
+        dims = list(shape)[1:]
+        if not all(isinstance(d, int) for d in dims):
+            return None
+        if math.prod(rest) * groups != math.prod(dims):  # type: ignore[arg-type]
+            return None
+    return groups
+
+
+def _is_shape_of(target: list[int | Dim] | None, shape: ir.Shape) -> bool:
+    """Whether reshaping to ``target`` (no zeros, at most one -1) gives exactly ``shape``."""
+    if target is None or len(target) != len(shape):
+        return False
+    unknown = [i for i, t in enumerate(target) if t == -1]
+    if len(unknown) > 1:
+        return False
+    return all(i in unknown or _dim_matches(t, i, shape[i]) for i, t in enumerate(target))
