@@ -18,11 +18,22 @@ from gn_deploy.errors import GnDeployError, UsageError
 _PROTOBUF_LIMIT = 1_800_000_000
 
 
-def load_model(path: str | os.PathLike[str], infer_shapes: bool = False) -> ir.Model:
+SOURCE_OPSET = "gn_deploy.source_opset"
+
+
+class OpsetUpgradeError(GnDeployError):
+    """ONNX's version converter could not bring the model to the opset asked for."""
+
+
+def load_model(
+    path: str | os.PathLike[str], infer_shapes: bool = False, min_opset: int | None = None
+) -> ir.Model:
     """Load an ONNX model, its external data left on disk until used.
 
-    ``infer_shapes`` runs ONNX shape inference on the protobuf first (TorchScript exports carry
-    no intermediate shapes), which is cheaper than a round trip through the IR later.
+    ``min_opset`` raises the default domain to at least that opset with ONNX's version
+    converter (:class:`OpsetUpgradeError` when it cannot); ``model.meta[SOURCE_OPSET]`` keeps
+    the file's own opset. ``infer_shapes`` runs ONNX shape inference (TorchScript exports carry
+    no intermediate shapes). Both run on the protobuf, cheaper than through the IR.
     """
     p = Path(path)
     if not p.exists():
@@ -35,6 +46,9 @@ def load_model(path: str | os.PathLike[str], infer_shapes: bool = False) -> ir.M
         raise GnDeployError(f"{p}: empty file, not an ONNX model")
     try:
         proto = onnx.load(p, load_external_data=False)
+        source_opset = _default_opset(proto)
+        if min_opset is not None and source_opset < min_opset:
+            proto = _upgraded(proto, min_opset, p)
         if infer_shapes:
             proto = _with_inferred_shapes(proto)
         model = ir.serde.deserialize_model(proto)
@@ -42,6 +56,7 @@ def load_model(path: str | os.PathLike[str], infer_shapes: bool = False) -> ir.M
         raise GnDeployError(f"{p}: not a valid ONNX model (truncated or corrupt: {exc})") from exc
     if len(model.graph) == 0:
         raise GnDeployError(f"{p}: not a valid ONNX model (the graph has no nodes)")
+    model.meta[SOURCE_OPSET] = source_opset
     ir.external_data.set_base_dir(model.graph, p.parent)
     _check_external_data(model, p)
     return model
@@ -51,18 +66,31 @@ def load_model(path: str | os.PathLike[str], infer_shapes: bool = False) -> ir.M
 _SHAPE_DATA_PROP_OPSET = 15
 
 
+def _default_opset(proto: onnx.ModelProto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _upgraded(proto: onnx.ModelProto, opset: int, path: Path | None = None) -> onnx.ModelProto:
+    try:
+        return onnx.version_converter.convert_version(proto, opset)
+    except (RuntimeError, ValueError) as exc:
+        raise OpsetUpgradeError(
+            f"{path}: ONNX's version converter cannot raise the model from opset "
+            f"{_default_opset(proto)} to {opset}: {str(exc).strip().splitlines()[-1]}"
+        ) from exc
+
+
 def _with_inferred_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Run ONNX shape inference, seeing through ``Reshape(·, Shape(x))`` at every opset.
 
     Below opset 15 ONNX cannot propagate ``Shape`` values, so inference runs on a copy converted
     to opset 15 and only its value shapes are copied back; the model itself keeps its opset.
     """
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset >= _SHAPE_DATA_PROP_OPSET:
+    if _default_opset(proto) >= _SHAPE_DATA_PROP_OPSET:
         return onnx.shape_inference.infer_shapes(proto, data_prop=True)
     try:
-        upgraded = onnx.version_converter.convert_version(proto, _SHAPE_DATA_PROP_OPSET)
-    except (RuntimeError, ValueError):  # no adapter for some op: plain inference
+        upgraded = _upgraded(proto, _SHAPE_DATA_PROP_OPSET)
+    except OpsetUpgradeError:  # no adapter for some op: plain inference
         return onnx.shape_inference.infer_shapes(proto, data_prop=True)
     inferred = onnx.shape_inference.infer_shapes(upgraded, data_prop=True)
     produced = {name for node in proto.graph.node for name in node.output}

@@ -55,3 +55,51 @@ def two_gn_module(channels: int, groups: int, rank: int, affine: bool):
 
 def spatial_shape(rank: int) -> tuple[int, ...]:
     return {3: (7,), 4: (5, 6), 5: (3, 4, 5)}[rank]
+
+
+def handwritten_gn_module(
+    variance: str,
+    norm: str,
+    affine: str = "index",
+    view5d: bool = False,
+    groups: int = 4,
+    channels: int = 8,
+):
+    """A GN written by hand in torch, in the spellings people use (fusion issue, family 1)."""
+    import torch
+    from torch import nn
+
+    class HandWrittenGN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.rand(channels) + 0.5)
+            self.b = nn.Parameter(torch.randn(channels))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            n, c, h, w = x.shape
+            xg = x.view(n, groups, c // groups, h, w) if view5d else x.view(n, groups, -1)
+            dims = (2, 3, 4) if view5d else (-1,)
+            m = xg.mean(dims, keepdim=True)
+            if variance == "var":
+                v = xg.var(dims, unbiased=False, keepdim=True)
+            elif variance == "sq":
+                v = ((xg - m) ** 2).mean(dims, keepdim=True)
+            else:
+                v = (xg * xg).mean(dims, keepdim=True) - m * m
+            if norm == "div":
+                y = (xg - m) / torch.sqrt(v + 1e-5)
+            elif norm == "rsqrt":
+                y = (xg - m) * torch.rsqrt(v + 1e-5)
+            elif norm == "recip":
+                y = (xg - m) * (1.0 / torch.sqrt(v + 1e-5))
+            else:
+                y = (xg - m) * (v + 1e-5) ** -0.5
+            y = y.reshape(n, c, h, w)
+            if affine == "index":
+                return y * self.w[None, :, None, None] + self.b[None, :, None, None]
+            if affine == "view":
+                return y * self.w.view(1, -1, 1, 1) + self.b.view(1, -1, 1, 1)
+            return y
+
+    torch.manual_seed(0)
+    return HandWrittenGN().eval()

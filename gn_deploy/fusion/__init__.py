@@ -18,7 +18,13 @@ from gn_deploy.fusion.recognizers.affine import absorb_affine, fold_silu
 from gn_deploy.fusion.report import FOUND, FUSED, REFUSED, UNCHANGED, FuseReport, SiteReport
 from gn_deploy.fusion.site import GroupNormSite, Refusal
 from gn_deploy.fusion.verify import Proof, verify_sites
-from gn_deploy.modelio import check_output_path, load_model, save_model, uses_external_data
+from gn_deploy.modelio import (
+    OpsetUpgradeError,
+    check_output_path,
+    load_model,
+    save_model,
+    uses_external_data,
+)
 
 __all__ = ["FuseReport", "GroupNormSite", "find_sites", "fuse_model", "inspect_model"]
 
@@ -39,12 +45,14 @@ def find_sites(model: ir.Model, emitter: Emitter) -> tuple[list[GroupNormSite], 
             if isinstance(result, GroupNormSite):
                 result = _complete(result, emitter)
             if isinstance(result, Refusal):
+                result.anchor = node
                 refusals.append(result)
             else:
                 sites.append(result)
                 claimed.update(result.nodes)
             break
-    return sites, refusals
+    # A node tried as an anchor before the site that contains it was found is not a refusal.
+    return sites, [r for r in refusals if r.anchor not in claimed]
 
 
 def _complete(site: GroupNormSite, emitter: Emitter) -> GroupNormSite | Refusal:
@@ -179,7 +187,10 @@ def fuse_model(
     out = check_output_path(output, path)
     start = time.perf_counter()
     with _gc_paused():
-        model = load_model(path, infer_shapes=True)
+        try:
+            model = load_model(path, infer_shapes=True, min_opset=emitter.required_opset)
+        except OpsetUpgradeError as exc:
+            raise GnDeployError(f"{exc}; --target trt-plugin keeps the model's opset") from exc
         external = uses_external_data(model)
         notes = emitter.prepare(model)
         pending, report = _analyse(model, emitter, verify, seed)

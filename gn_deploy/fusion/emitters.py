@@ -14,10 +14,11 @@ import onnx
 import onnx_ir as ir
 
 from gn_deploy import plugin_op
-from gn_deploy.errors import GnDeployError, UsageError
+from gn_deploy.errors import UsageError
 from gn_deploy.fusion.graph import opset_version
 from gn_deploy.fusion.recognizers.group_norm_op import FAMILY_21
 from gn_deploy.fusion.site import GroupNormSite
+from gn_deploy.modelio import SOURCE_OPSET
 
 GROUPNORM_OPSET = 21
 
@@ -39,6 +40,8 @@ class OnnxEmitter:
     """Standard ONNX GroupNormalization-21 (per-channel scale and bias); SiLU stays separate."""
 
     name = "onnx"
+    # GroupNormalization with per-channel scale exists from opset 21: load_model raises it.
+    required_opset: int | None = GROUPNORM_OPSET
     folds_activation = False
     opset_imports: ClassVar[dict[str, int]] = {"": GROUPNORM_OPSET}
 
@@ -46,21 +49,11 @@ class OnnxEmitter:
         return site.family == FAMILY_21 and len(site.nodes) == 1
 
     def prepare(self, model: ir.Model) -> list[str]:
-        """Bring the default domain to opset 21, where GroupNormalization takes [C] scales."""
-        current = opset_version(model)
-        if current >= GROUPNORM_OPSET:
+        """Notes on what loading did for this target (it raised the opset to 21)."""
+        source = model.meta.get(SOURCE_OPSET, opset_version(model))
+        if source >= GROUPNORM_OPSET:
             return []
-        from onnxscript import version_converter
-
-        try:
-            version_converter.convert_version(model, GROUPNORM_OPSET)
-        except Exception as exc:  # the converter raises many types; all mean "cannot upgrade"
-            raise GnDeployError(
-                f"cannot upgrade the model from opset {current} to {GROUPNORM_OPSET}, which "
-                f"GroupNormalization with per-channel scale needs: {exc}; "
-                "try --target trt-plugin, which keeps the opset"
-            ) from exc
-        return [f"model opset upgraded from {current} to {GROUPNORM_OPSET} for GroupNormalization"]
+        return [f"model opset upgraded from {source} to {GROUPNORM_OPSET} for GroupNormalization"]
 
     def emit(self, site: GroupNormSite, x: ir.Value, prefix: str) -> Emitted:
         dtype = x.dtype.numpy() if x.dtype is not None else np.float32
@@ -84,6 +77,7 @@ class TrtPluginEmitter:
     """gn-deploy's TensorRT plugin op `FusedGroupNorm` with fp32 gamma/beta and SiLU folded."""
 
     name = "trt-plugin"
+    required_opset: int | None = None
     folds_activation = True
     opset_imports: ClassVar[dict[str, int]] = {plugin_op.DOMAIN: plugin_op.DOMAIN_VERSION}
 

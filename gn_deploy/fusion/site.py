@@ -65,3 +65,4 @@ class Refusal:
     node: str
     op_type: str
     reason: str
+    anchor: ir.Node | None = field(default=None, compare=False, repr=False)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import onnx_ir as ir
 
-from gn_deploy.fusion.recognizers import group_norm_op, instance_norm
+from gn_deploy.fusion.recognizers import group_norm_op, instance_norm, moments
 from gn_deploy.fusion.site import GroupNormSite, Refusal
 
 Recognizer = Callable[[ir.Node, int], GroupNormSite | Refusal | None]
@@ -21,4 +21,6 @@ Recognizer = Callable[[ir.Node, int], GroupNormSite | Refusal | None]
 RECOGNIZERS: dict[str, list[Recognizer]] = {
     "InstanceNormalization": [instance_norm.recognize],
     "GroupNormalization": [group_norm_op.recognize],
+    "Div": [moments.recognize],
+    "Mul": [moments.recognize],
 }
