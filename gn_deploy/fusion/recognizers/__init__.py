@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import onnx_ir as ir
 
-from gn_deploy.fusion.recognizers import group_norm_op, instance_norm, moments
+from gn_deploy.fusion.recognizers import group_norm_op, instance_norm, layer_norm, moments
 from gn_deploy.fusion.site import GroupNormSite, Refusal
 
 Recognizer = Callable[[ir.Node, int], GroupNormSite | Refusal | None]
@@ -21,6 +21,7 @@ Recognizer = Callable[[ir.Node, int], GroupNormSite | Refusal | None]
 RECOGNIZERS: dict[str, list[Recognizer]] = {
     "InstanceNormalization": [instance_norm.recognize],
     "GroupNormalization": [group_norm_op.recognize],
+    "LayerNormalization": [layer_norm.recognize],
     "Div": [moments.recognize],
     "Mul": [moments.recognize],
 }
