@@ -6,9 +6,13 @@ import argparse
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from gn_deploy import __version__
 from gn_deploy.errors import GnDeployError
+
+if TYPE_CHECKING:
+    from gn_deploy.fusion.report import FuseReport
 
 EPILOG = """\
 examples:
@@ -43,8 +47,11 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_fuse_report(report, report_path: str | None) -> None:
+def _print_fuse_report(report: FuseReport, report_path: str | None) -> None:
     print(report.table())
+    for row in report.sites:
+        for warning in row.warnings:
+            print(f"warning: site {row.name!r}: {warning}", file=sys.stderr)
     for note in report.notes:
         print(f"note: {note}")
     print(report.summary())
@@ -57,7 +64,12 @@ def _fuse(args: argparse.Namespace) -> int:
     from gn_deploy.fusion import fuse_model
 
     report = fuse_model(
-        args.model, args.output, target=args.target, verify=not args.no_verify, seed=args.seed
+        args.model,
+        args.output,
+        target=args.target,
+        verify=not args.no_verify,
+        seed=args.seed,
+        strict=args.strict,
     )
     _print_fuse_report(report, args.report)
     print(f"wrote {report.output}")
@@ -68,7 +80,11 @@ def _inspect(args: argparse.Namespace) -> int:
     from gn_deploy.fusion import inspect_model
 
     report = inspect_model(
-        args.model, target=args.target, verify=not args.no_verify, seed=args.seed
+        args.model,
+        target=args.target,
+        verify=not args.no_verify,
+        seed=args.seed,
+        strict=args.strict,
     )
     _print_fuse_report(report, args.report)
     return 0
@@ -147,6 +163,12 @@ def _add_fuse_options(p: argparse.ArgumentParser) -> None:
         help="skip proving each site numerically before rewriting it",
     )
     p.add_argument("--report", metavar="FILE.json", help="also write the site table as JSON")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 1, nothing written) on suspicious parameters such as an "
+        "epsilon of 1e20 or NaN, instead of warning",
+    )
     _add_common(p)
 
 

@@ -17,6 +17,7 @@ from gn_deploy.fusion.recognizers import RECOGNIZERS
 from gn_deploy.fusion.recognizers.affine import absorb_affine, fold_silu
 from gn_deploy.fusion.report import FOUND, FUSED, REFUSED, UNCHANGED, FuseReport, SiteReport
 from gn_deploy.fusion.site import GroupNormSite, Refusal
+from gn_deploy.fusion.suspicious import suspicious_parameters
 from gn_deploy.fusion.verify import Proof, verify_sites
 from gn_deploy.modelio import (
     OpsetUpgradeError,
@@ -59,6 +60,10 @@ def _complete(site: GroupNormSite, emitter: Emitter) -> GroupNormSite | Refusal:
     absorb_affine(site)
     if emitter.folds_activation:
         fold_silu(site)
+    site.warnings = suspicious_parameters(site)
+    unsupported = emitter.unsupported(site)
+    if unsupported:
+        return Refusal(site.name, site.nodes[0].op_type, unsupported, warnings=site.warnings)
     inside = set(site.nodes)
     for node in site.nodes:
         for value in node.outputs:
@@ -157,8 +162,23 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _check_strict(report: FuseReport, strict: bool) -> None:
+    warned = [(row.name, w) for row in report.sites for w in row.warnings]
+    if strict and warned:
+        name, warning = warned[0]
+        more = f" (and {len(warned) - 1} more)" if len(warned) > 1 else ""
+        raise GnDeployError(
+            f"site {name!r}: {warning}{more}; --strict refuses suspicious "
+            "parameters (without it they are fused faithfully or refused)"
+        )
+
+
 def inspect_model(
-    path: str | os.PathLike[str], target: str = "onnx", verify: bool = True, seed: int = 0
+    path: str | os.PathLike[str],
+    target: str = "onnx",
+    verify: bool = True,
+    seed: int = 0,
+    strict: bool = False,
 ) -> FuseReport:
     """Find and prove GN sites without writing anything."""
     emitter = get_emitter(target)
@@ -168,6 +188,7 @@ def inspect_model(
         _, report = _analyse(model, emitter, verify, seed)
     report.input = os.fspath(path)
     report.seconds = time.perf_counter() - start
+    _check_strict(report, strict)
     return report
 
 
@@ -177,6 +198,7 @@ def fuse_model(
     target: str = "onnx",
     verify: bool = True,
     seed: int = 0,
+    strict: bool = False,
 ) -> FuseReport:
     """Fuse every proven GN site of ``path`` into one op of ``target``; write ``output``.
 
@@ -196,6 +218,7 @@ def fuse_model(
         pending, report = _analyse(model, emitter, verify, seed)
         if not report.sites:
             raise GnDeployError(f"{path}: no group normalization found")
+        _check_strict(report, strict)
         for site, proof, row in pending:
             if proof is None or proof.ok:
                 _emit(model, site, emitter)

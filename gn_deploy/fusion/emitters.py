@@ -6,6 +6,7 @@ run what it emits, which the verifier uses to prove every rewrite.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -48,6 +49,10 @@ class OnnxEmitter:
     def is_final(self, site: GroupNormSite) -> bool:
         return site.family == FAMILY_21 and len(site.nodes) == 1
 
+    def unsupported(self, site: GroupNormSite) -> str:
+        """Why this target cannot express the site faithfully ('' when it can)."""
+        return ""
+
     def prepare(self, model: ir.Model) -> list[str]:
         """Notes on what loading did for this target (it raised the opset to 21)."""
         source = model.meta.get(SOURCE_OPSET, opset_version(model))
@@ -83,6 +88,12 @@ class TrtPluginEmitter:
 
     def is_final(self, site: GroupNormSite) -> bool:
         return False
+
+    def unsupported(self, site: GroupNormSite) -> str:
+        """Why this target cannot express the site faithfully ('' when it can)."""
+        if not (site.epsilon >= 0 and math.isfinite(site.epsilon)):
+            return f"the plugin needs a finite epsilon >= 0, the model has {site.epsilon:g}"
+        return ""
 
     def prepare(self, model: ir.Model) -> list[str]:
         model.opset_imports.setdefault(plugin_op.DOMAIN, plugin_op.DOMAIN_VERSION)

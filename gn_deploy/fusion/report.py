@@ -29,6 +29,7 @@ class SiteReport:
     max_abs_error: float | None = None
     rel_l2: float | None = None
     reason: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def of_site(cls, site: GroupNormSite, status: str, proof: Proof | None) -> SiteReport:
@@ -45,6 +46,7 @@ class SiteReport:
             max_abs_error=None if proof is None else _finite(proof.max_abs_error),
             rel_l2=None if proof is None else _finite(proof.rel_l2),
             reason="" if proof is None or proof.ok else proof.reason,
+            warnings=list(site.warnings),
         )
 
     @classmethod
@@ -55,6 +57,7 @@ class SiteReport:
             op_type=refusal.op_type,
             nodes=[refusal.node],
             reason=refusal.reason,
+            warnings=list(refusal.warnings),
         )
 
 

@@ -65,4 +65,5 @@ class Refusal:
     node: str
     op_type: str
     reason: str
+    warnings: list[str] = field(default_factory=list)
     anchor: ir.Node | None = field(default=None, compare=False, repr=False)

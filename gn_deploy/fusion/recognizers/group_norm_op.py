@@ -26,6 +26,10 @@ def recognize(node: ir.Node, opset: int) -> GroupNormSite | Refusal | None:
         return Refusal(node.name or "", node.op_type, "scale or bias is not a constant")
     per_group = (node.version or opset) < 21
     channels = x.shape[1] if x.shape is not None and len(x.shape) > 1 else None
+    expected = num_groups if per_group else channels
+    if isinstance(expected, int) and (scale.size != expected or bias.size != expected):
+        problem = f"scale/bias have {scale.size}/{bias.size} entries, expected {expected}"
+        return Refusal(node.name or "", node.op_type, problem, warnings=[problem])
     if per_group:
         if not isinstance(channels, int):
             return Refusal(
