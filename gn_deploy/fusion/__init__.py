@@ -14,12 +14,13 @@ from gn_deploy.errors import GnDeployError
 from gn_deploy.fusion.emitters import Emitter, get_emitter
 from gn_deploy.fusion.graph import opset_version
 from gn_deploy.fusion.recognizers import RECOGNIZERS
-from gn_deploy.fusion.recognizers.affine import absorb_affine, fold_silu
+from gn_deploy.fusion.recognizers.affine import absorb_affine, fold_silu, fold_upcast
 from gn_deploy.fusion.report import FOUND, FUSED, REFUSED, UNCHANGED, FuseReport, SiteReport
 from gn_deploy.fusion.site import GroupNormSite, Refusal
 from gn_deploy.fusion.suspicious import suspicious_parameters
 from gn_deploy.fusion.verify import Proof, verify_sites
 from gn_deploy.modelio import (
+    SOURCE_OPSET,
     OpsetUpgradeError,
     check_output_path,
     load_model,
@@ -31,8 +32,12 @@ __all__ = ["FuseReport", "GroupNormSite", "find_sites", "fuse_model", "inspect_m
 
 
 def find_sites(model: ir.Model, emitter: Emitter) -> tuple[list[GroupNormSite], list[Refusal]]:
-    """Every GN site in the main graph, and the GN-like candidates that are not sites."""
-    opset = opset_version(model)
+    """Every GN site in the main graph, and the GN-like candidates that are not sites.
+
+    Nodes are read with the semantics of the opset the file had: ONNX's version converter
+    relabels GroupNormalization-18 as 21 without expanding its per-group scale.
+    """
+    opset = model.meta.get(SOURCE_OPSET, opset_version(model))
     sites: list[GroupNormSite] = []
     refusals: list[Refusal] = []
     claimed: set[ir.Node] = set()
@@ -58,6 +63,7 @@ def find_sites(model: ir.Model, emitter: Emitter) -> tuple[list[GroupNormSite], 
 
 def _complete(site: GroupNormSite, emitter: Emitter) -> GroupNormSite | Refusal:
     absorb_affine(site)
+    fold_upcast(site)
     if emitter.folds_activation:
         fold_silu(site)
     site.warnings = suspicious_parameters(site)

@@ -43,6 +43,9 @@ class GroupNormSite:
     activation: Activation = Activation.NONE
     layout: Layout = Layout.NCHW
     warnings: list[str] = field(default_factory=list)
+    # The default-domain opset under which ``nodes`` mean what the recognizer read (None: the
+    # model's); the verifier runs them at it.
+    opset: int | None = None
 
     @property
     def name(self) -> str:

@@ -69,3 +69,30 @@ def fold_silu(site: GroupNormSite) -> None:
     site.nodes.extend([sigmoid, mul])
     site.output = mul.outputs[0]
     site.activation = site.activation.SILU
+
+
+_HALF = (ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
+
+
+def fold_upcast(site: GroupNormSite) -> None:
+    """Fold guided-diffusion's ``GN(x.float()).type(x.dtype)`` into the site.
+
+    A GN between Cast(half → float) and Cast(float → the same half type) equals the fused op on
+    the half tensor: it keeps statistics in fp32 and rounds once, as the Casts did.
+    """
+    cast_in = site.x.producer()
+    if not is_op(cast_in, "Cast") or cast_in is None or cast_in.inputs[0] is None:
+        return
+    source = cast_in.inputs[0]
+    if source.dtype not in _HALF or site.x.dtype != ir.DataType.FLOAT:
+        return
+    cast_out = sole_consumer(site.output)
+    if not is_op(cast_out, "Cast") or cast_out is None:
+        return
+    if cast_out.attributes.get_int("to") != source.dtype:
+        return
+    if site.x.uses() and all(use.node in site.nodes for use in site.x.uses()):
+        site.nodes.insert(0, cast_in)
+    site.x = source
+    site.nodes.append(cast_out)
+    site.output = cast_out.outputs[0]

@@ -54,4 +54,5 @@ def recognize(node: ir.Node, opset: int) -> GroupNormSite | Refusal | None:
         nodes=[node],
         gamma=gamma,
         beta=beta,
+        opset=18 if per_group else None,
     )
