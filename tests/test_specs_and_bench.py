@@ -57,5 +57,6 @@ def test_export_dynamic_axes_are_symbolic(tmp_path: Path) -> None:
 def test_bench_fuse_table(exported: Exporter) -> None:
     text = bench_fuse([exported("torchscript", 17)], repeat=1)
     rows = [r for r in text.splitlines() if r.startswith("| torchscript")]
-    assert len(rows) == 2
-    assert all("| 2 | 0 |" in r for r in rows), rows
+    assert len(rows) == 3
+    assert all("| 2 |" in r for r in rows[:2]), rows
+    assert "peer: onnxruntime.transformers" in rows[2]
