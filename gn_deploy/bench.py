@@ -226,9 +226,94 @@ def bench_kernels(repeat: int) -> str:
     return "\n".join(head + rows)
 
 
-def run(what: str, models: Sequence[str], repeat: int) -> str:
+def _large_model(path: Path, gigabytes: float) -> tuple[int, int]:
+    """A conv → GN → SiLU chain whose conv weights (external data) total ``gigabytes``.
+
+    Returns (GN sites, weight bytes).
+    """
+    import numpy as np
+    import onnx_ir as ir
+
+    channels, blocks = 1024, max(1, math.ceil(gigabytes * 2**30 / (1024 * 1024 * 9 * 4)))
+    x = ir.Value(
+        name="x", shape=ir.Shape([1, channels, 8, 8]), type=ir.TensorType(ir.DataType.FLOAT)
+    )
+    nodes, inits, value = [], [], x
+    gshape = ir.Value(name="gshape", const_value=ir.tensor(np.array([0, 32, -1], np.int64)))
+    ones = ir.Value(name="ones", const_value=ir.tensor(np.ones(32, np.float32)))
+    zeros = ir.Value(name="zeros", const_value=ir.tensor(np.zeros(32, np.float32)))
+    inits += [gshape, ones, zeros]
+    weight_bytes = 0
+    for b in range(blocks):
+        w = np.full((channels, channels, 3, 3), 1e-3 * (b + 1), np.float32)
+        weight = ir.Value(name=f"w{b}", const_value=ir.tensor(w, name=f"w{b}"))
+        weight_bytes += w.nbytes
+        inits.append(weight)
+        conv = ir.node("Conv", [value, weight], attributes={"pads": [1, 1, 1, 1]})
+        grouped = ir.node("Reshape", [conv.outputs[0], gshape])
+        norm = ir.node("InstanceNormalization", [grouped.outputs[0], ones, zeros])
+        shape = ir.node("Shape", [conv.outputs[0]])
+        back = ir.node("Reshape", [norm.outputs[0], shape.outputs[0]])
+        nodes += [conv, grouped, norm, shape, back]
+        value = back.outputs[0]
+    graph = ir.Graph([x], [value], nodes=nodes, initializers=inits, opset_imports={"": 17})
+    ir.save(ir.Model(graph, ir_version=10), path, external_data=path.name + ".data")
+    return blocks, weight_bytes
+
+
+_CHILD = """
+import resource, sys, time
+from gn_deploy.fusion import fuse_model
+start = time.perf_counter()
+report = fuse_model(sys.argv[1], sys.argv[2], target=sys.argv[3])
+print(report.count("fused"), time.perf_counter() - start,
+      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def bench_memory(gigabytes: float) -> str:
+    """Peak memory of `fuse` on a model over 2 GB, measured in a child process."""
+    import subprocess
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "large.onnx"
+        print(f"writing a {gigabytes:.1f} GB model ...", file=sys.stderr)
+        sites, weight_bytes = _large_model(src, gigabytes)
+        for target in ("onnx", "trt-plugin"):
+            out = Path(tmp) / f"large-{target}.onnx"
+            done = subprocess.run(
+                [sys.executable, "-c", _CHILD, str(src), str(out), target],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            fused, seconds, peak = done.stdout.split()
+            rows.append(
+                f"| {target} | {sites} | {fused} | {weight_bytes / 2**30:.2f} | "
+                f"{int(peak) / 2**30:.2f} | {int(peak) / weight_bytes:.2f} | "
+                f"{float(seconds):.1f} |"
+            )
+            out.unlink()
+            Path(str(out) + ".data").unlink(missing_ok=True)
+    head = [
+        f"command: `gn-deploy bench memory --gigabytes {gigabytes}`",
+        f"date: {datetime.date.today().isoformat()}; machine: {platform.machine()}",
+        "",
+        "`fuse` in a fresh process on a conv → GN chain whose weights live in external data; "
+        "peak = the process's maximum resident set (ru_maxrss), Python and libraries included.",
+        "",
+        "| target | GN sites | fused | weights GiB | peak GiB | peak / weights | s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    return "\n".join(head + rows)
+
+
+def run(what: str, models: Sequence[str], repeat: int, gigabytes: float = 2.2) -> str:
     if what == "fuse":
         return bench_fuse(models, repeat)
+    if what == "memory":
+        return bench_memory(gigabytes)
     if what == "kernels":
         return bench_kernels(max(repeat, 50))
     raise ValueError(what)

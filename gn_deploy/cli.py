@@ -126,7 +126,7 @@ def _build(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from gn_deploy import bench
 
-    text = bench.run(args.what, models=args.onnx, repeat=args.repeat)
+    text = bench.run(args.what, models=args.onnx, repeat=args.repeat, gigabytes=args.gigabytes)
     print(text)
     if args.output:
         with open(args.output, "w") as f:
@@ -315,13 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="benchmarks: fuse speed, GN kernels on a GPU",
         description="fuse: time `fuse` on the built-in SD-1.5-layout UNet (both exporters) "
-        "or on the given ONNX files. kernels (needs a CUDA GPU): DESIGN.md's shapes x layouts, "
-        "gn-deploy's kernels against torch's group_norm and torch.compile of it, achieved GB/s "
-        "against the device-to-device copy bandwidth measured in the same run.",
+        "or on the given ONNX files. memory: peak memory of `fuse` on a generated model "
+        "with --gigabytes of external weights. kernels (needs a CUDA GPU): DESIGN.md's shapes "
+        "x layouts, gn-deploy's kernels against torch's group_norm and torch.compile of it, "
+        "achieved GB/s against the device-to-device copy bandwidth measured in the same run.",
     )
-    p.add_argument("what", choices=["fuse", "kernels"])
+    p.add_argument("what", choices=["fuse", "memory", "kernels"])
     p.add_argument("onnx", nargs="*", metavar="MODEL.onnx")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per case (median)")
+    p.add_argument(
+        "--gigabytes",
+        type=float,
+        default=2.2,
+        help="memory: weight size of the generated model (default 2.2)",
+    )
     p.add_argument("-o", "--output", metavar="FILE.md", help="also write the table here")
     p.set_defaults(func=_bench)
     return parser

@@ -60,3 +60,17 @@ def test_bench_fuse_table(exported: Exporter) -> None:
     assert len(rows) == 3
     assert all("| 2 |" in r for r in rows[:2]), rows
     assert "peer: onnxruntime.transformers" in rows[2]
+
+
+def test_bench_memory_table() -> None:
+    from gn_deploy.bench import bench_memory
+
+    rows = [
+        r
+        for r in bench_memory(0.05).splitlines()
+        if r.startswith("| onnx") or r.startswith("| trt-plugin")
+    ]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == cells[2] != "0", row  # every generated GN site fused
