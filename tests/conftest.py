@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,8 +11,8 @@ Exporter = Callable[..., Path]
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Exporter:
     """Export a TwoGN model once per configuration for the whole session."""
-    torch = pytest.importorskip("torch", reason="exporter tests need torch (gn-deploy[torch])")
-    from tests.helpers import spatial_shape, two_gn_module
+    pytest.importorskip("torch", reason="exporter tests need torch (gn-deploy[torch])")
+    from tests.helpers import export_torch, spatial_shape, two_gn_module
 
     cache: dict[tuple, Path] = {}
     root = tmp_path_factory.mktemp("exported")
@@ -30,22 +29,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exporter:
         key = (exporter, opset, rank, channels, groups, affine, dynamic)
         if key not in cache:
             module = two_gn_module(channels, groups, rank, affine)
-            x = torch.randn(2, channels, *spatial_shape(rank))
             path = root / ("_".join(map(str, key)) + ".onnx")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    module,
-                    (x,),
-                    str(path),
-                    input_names=["x"],
-                    output_names=["y"],
-                    opset_version=opset,
-                    dynamo=exporter == "dynamo",
-                    verbose=False,
-                    dynamic_axes={"x": {0: "batch"}} if dynamic else None,
-                )
-            cache[key] = path
+            shape = (2, channels, *spatial_shape(rank))
+            cache[key] = export_torch(module, path, exporter, opset, shape, dynamic)
         return cache[key]
 
     return get

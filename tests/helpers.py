@@ -103,3 +103,32 @@ def handwritten_gn_module(
 
     torch.manual_seed(0)
     return HandWrittenGN().eval()
+
+
+def export_torch(
+    module: object,
+    path: Path,
+    exporter: str,
+    opset: int,
+    shape: tuple[int, ...] = (2, 8, 5, 6),
+    dynamic: bool = False,
+) -> Path:
+    """Export ``module`` with one random input ``x`` of ``shape`` using torch's exporter."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (torch.randn(*shape),),
+            str(path),
+            input_names=["x"],
+            output_names=None,
+            opset_version=opset,
+            dynamo=exporter == "dynamo",
+            verbose=False,
+            dynamic_axes={"x": {0: "batch"}} if dynamic else None,
+        )
+    return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,25 +10,10 @@ import pytest
 
 from gn_deploy.fusion import fuse_model, inspect_model
 from gn_deploy.reference import relative_l2
-from tests.helpers import handwritten_gn_module, op_counts, run_ort
+from tests.helpers import export_torch, handwritten_gn_module, op_counts, run_ort
 
 torch = pytest.importorskip("torch", reason="exports hand-written GN models with torch")
 EXPORTERS = [("torchscript", 17), ("dynamo", 18)]
-
-
-def _export(module: object, path: Path, exporter: str, opset: int, shape=(2, 8, 5, 6)) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (torch.randn(*shape),),
-            str(path),
-            input_names=["x"],
-            opset_version=opset,
-            dynamo=exporter == "dynamo",
-            verbose=False,
-        )
-    return path
 
 
 def _check_fused(src: Path, out: Path, target: str = "onnx") -> None:
@@ -49,14 +33,14 @@ def _check_fused(src: Path, out: Path, target: str = "onnx") -> None:
 @pytest.mark.parametrize("variance", ["var", "sq", "ex2"])
 @pytest.mark.parametrize(("exporter", "opset"), EXPORTERS, ids=lambda v: str(v))
 def test_spellings(tmp_path: Path, exporter: str, opset: int, variance: str, norm: str) -> None:
-    src = _export(handwritten_gn_module(variance, norm), tmp_path / "m.onnx", exporter, opset)
+    src = export_torch(handwritten_gn_module(variance, norm), tmp_path / "m.onnx", exporter, opset)
     _check_fused(src, tmp_path / "f.onnx")
 
 
 @pytest.mark.parametrize("affine", ["view", "none"])
 @pytest.mark.parametrize(("exporter", "opset"), EXPORTERS, ids=lambda v: str(v))
 def test_affine_spellings(tmp_path: Path, exporter: str, opset: int, affine: str) -> None:
-    src = _export(
+    src = export_torch(
         handwritten_gn_module("sq", "rsqrt", affine), tmp_path / "m.onnx", exporter, opset
     )
     _check_fused(src, tmp_path / "f.onnx")
@@ -64,14 +48,14 @@ def test_affine_spellings(tmp_path: Path, exporter: str, opset: int, affine: str
 
 @pytest.mark.parametrize(("exporter", "opset"), EXPORTERS, ids=lambda v: str(v))
 def test_five_dimensional_view(tmp_path: Path, exporter: str, opset: int) -> None:
-    src = _export(
+    src = export_torch(
         handwritten_gn_module("var", "div", view5d=True), tmp_path / "m.onnx", exporter, opset
     )
     _check_fused(src, tmp_path / "f.onnx")
 
 
 def test_plugin_target(tmp_path: Path) -> None:
-    src = _export(handwritten_gn_module("ex2", "pow"), tmp_path / "m.onnx", "dynamo", 18)
+    src = export_torch(handwritten_gn_module("ex2", "pow"), tmp_path / "m.onnx", "dynamo", 18)
     _check_fused(src, tmp_path / "f.onnx", target="trt-plugin")
 
 
@@ -133,7 +117,7 @@ class _SharedMean(torch.nn.Module):
 def test_look_alikes_are_refused_with_a_reason(
     tmp_path: Path, exporter: str, opset: int, module: type, reason: str
 ) -> None:
-    src = _export(module().eval(), tmp_path / "m.onnx", exporter, opset)
+    src = export_torch(module().eval(), tmp_path / "m.onnx", exporter, opset)
     report = inspect_model(src)
     assert report.sites, "a GN-like candidate must be reported"
     assert all(s.status == "refused" for s in report.sites)
@@ -144,7 +128,7 @@ def test_look_alikes_are_refused_with_a_reason(
 def test_strided_grouping_is_never_fused_wrongly(tmp_path: Path, exporter: str, opset: int) -> None:
     """Seen from the transposed tensor the strided model is a GN over 4 channels in 4 groups:
     fusing that is correct; what must never happen is a GN over x's contiguous groups."""
-    src = _export(_Strided().eval(), tmp_path / "m.onnx", exporter, opset)
+    src = export_torch(_Strided().eval(), tmp_path / "m.onnx", exporter, opset)
     out = tmp_path / "f.onnx"
     report = fuse_model(src, out)
     assert all(s.channels != 8 for s in report.sites if s.status == "fused")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 
 from gn_deploy.fusion import fuse_model, inspect_model
 from gn_deploy.reference import relative_l2
-from tests.helpers import op_counts, run_ort
+from tests.helpers import export_torch, op_counts, run_ort
 
 torch = pytest.importorskip("torch", reason="exports LayerNorm-based GN models with torch")
 F = torch.nn.functional
@@ -50,26 +49,11 @@ class GroupedLayerNorm(torch.nn.Module):
         return y.view(n, C, H, W)
 
 
-def _export(module: torch.nn.Module, path: Path, exporter: str, opset: int) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.eval(),
-            (torch.randn(2, C, H, W),),
-            str(path),
-            input_names=["x"],
-            opset_version=opset,
-            dynamo=exporter == "dynamo",
-            verbose=False,
-        )
-    return path
-
-
 @pytest.mark.parametrize("weight", ["none", "per-channel"])
 @pytest.mark.parametrize("five_d", [False, True], ids=["flat", "5d"])
 @pytest.mark.parametrize(("exporter", "opset"), EXPORTERS, ids=lambda v: str(v))
 def test_fused(tmp_path: Path, exporter: str, opset: int, five_d: bool, weight: str) -> None:
-    src = _export(GroupedLayerNorm(five_d, weight), tmp_path / "m.onnx", exporter, opset)
+    src = export_torch(GroupedLayerNorm(five_d, weight), tmp_path / "m.onnx", exporter, opset)
     out = tmp_path / "f.onnx"
     (site,) = fuse_model(src, out).sites
     assert (site.status, site.family, site.num_groups) == ("fused", "layernorm-grouped", G)
@@ -81,6 +65,6 @@ def test_fused(tmp_path: Path, exporter: str, opset: int, five_d: bool, weight: 
 
 @pytest.mark.parametrize(("exporter", "opset"), EXPORTERS, ids=lambda v: str(v))
 def test_per_position_affine_is_refused(tmp_path: Path, exporter: str, opset: int) -> None:
-    src = _export(GroupedLayerNorm(True, "per-position"), tmp_path / "m.onnx", exporter, opset)
+    src = export_torch(GroupedLayerNorm(True, "per-position"), tmp_path / "m.onnx", exporter, opset)
     (site,) = inspect_model(src).sites
     assert site.status == "refused" and "per-position affine" in site.reason

@@ -13,6 +13,7 @@ import onnx_ir as ir
 
 from gn_deploy.fusion.constants import Dim, fold_ints
 from gn_deploy.fusion.graph import is_op, skip_identity_down, skip_identity_up, sole_consumer
+from gn_deploy.fusion.site import GroupNormSite, Refusal
 
 
 @dataclass
@@ -65,6 +66,32 @@ def restored_output(value: ir.Value, view: GroupedView) -> tuple[ir.Value, list[
     if not _is_shape_of(fold_ints(reshape.inputs[1], anchor=view.x), view.x.shape):
         return f"Reshape {reshape.name!r} does not restore the shape of {view.x.name!r}"
     return reshape.outputs[0], [*identities, reshape]
+
+
+def site_on_view(
+    view: GroupedView, family: str, normalized: ir.Value, nodes: list[ir.Node], epsilon: float
+) -> GroupNormSite | str:
+    """The site whose ``nodes`` normalize the grouped view into ``normalized``, reshaped back.
+
+    Returns the reason instead when ``normalized`` is not restored to the shape of x.
+    """
+    restored = restored_output(normalized, view)
+    if isinstance(restored, str):
+        return restored
+    output, after = restored
+    return GroupNormSite(
+        family=family,
+        x=view.x,
+        output=output,
+        num_groups=view.num_groups,
+        epsilon=epsilon,
+        channels=view.channels,
+        nodes=[*view.nodes, *nodes, *after],
+    )
+
+
+def refusal(node: ir.Node, reason: str) -> Refusal:
+    return Refusal(node=node.name or "", op_type=node.op_type, reason=reason)
 
 
 def group_axes(view: GroupedView) -> set[int]:

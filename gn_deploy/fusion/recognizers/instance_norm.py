@@ -11,7 +11,7 @@ import numpy as np
 import onnx_ir as ir
 
 from gn_deploy.fusion.constants import fold
-from gn_deploy.fusion.recognizers.grouping import grouped_view, restored_output
+from gn_deploy.fusion.recognizers.grouping import grouped_view, refusal, site_on_view
 from gn_deploy.fusion.site import GroupNormSite, Refusal
 
 FAMILY = "torch-instancenorm"
@@ -21,32 +21,19 @@ def recognize(node: ir.Node, opset: int) -> GroupNormSite | Refusal | None:
     view = grouped_view(node.inputs[0])
     if view is None:
         return None  # a plain InstanceNormalization, not a GN candidate
-
-    def refuse(reason: str) -> Refusal:
-        return Refusal(node=node.name or "", op_type=node.op_type, reason=reason)
-
     if isinstance(view, str):
-        return refuse(view)
-    if view.rank < 3:
-        return refuse("the grouped view has rank < 3")
+        return refusal(node, view)
     scale, bias = fold(node.inputs[1]), fold(node.inputs[2])
     if scale is None or bias is None:
-        return refuse("InstanceNormalization's scale or bias is not a constant")
+        return refusal(node, "InstanceNormalization's scale or bias is not a constant")
     if scale.size != view.num_groups or bias.size != view.num_groups:
-        return refuse(f"InstanceNormalization's scale/bias do not have {view.num_groups} entries")
-    restored = restored_output(node.outputs[0], view)
-    if isinstance(restored, str):
-        return refuse(restored)
-    output, after = restored
-    site = GroupNormSite(
-        family=FAMILY,
-        x=view.x,
-        output=output,
-        num_groups=view.num_groups,
-        epsilon=node.attributes.get_float("epsilon", 1e-5),
-        channels=view.channels,
-        nodes=[*view.nodes, node, *after],
-    )
+        return refusal(
+            node, f"InstanceNormalization's scale/bias do not have {view.num_groups} entries"
+        )
+    epsilon = node.attributes.get_float("epsilon", 1e-5)
+    site = site_on_view(view, FAMILY, node.outputs[0], [node], epsilon)
+    if isinstance(site, str):
+        return refusal(node, site)
     per_group = view.channels // view.num_groups
     scale64 = np.asarray(scale, np.float64).reshape(-1)
     bias64 = np.asarray(bias, np.float64).reshape(-1)

@@ -12,7 +12,12 @@ import numpy as np
 import onnx_ir as ir
 
 from gn_deploy.fusion.constants import fold
-from gn_deploy.fusion.recognizers.grouping import GroupedView, grouped_view, restored_output
+from gn_deploy.fusion.recognizers.grouping import (
+    GroupedView,
+    grouped_view,
+    refusal,
+    site_on_view,
+)
 from gn_deploy.fusion.site import GroupNormSite, Refusal
 
 FAMILY = "layernorm-grouped"
@@ -38,44 +43,33 @@ def recognize(node: ir.Node, opset: int) -> GroupNormSite | Refusal | None:
     view = grouped_view(node.inputs[0])
     if view is None:
         return None
-
-    def refuse(reason: str) -> Refusal:
-        return Refusal(node=node.name or "", op_type=node.op_type, reason=reason)
-
     if isinstance(view, str):
-        return refuse(view)
+        return refusal(node, view)
     axis = node.attributes.get_int("axis", -1)
     if axis % view.rank != 2:
-        return refuse(
-            f"LayerNormalization axis {axis} does not normalize each whole group "
-            "(axes 2 and on of the grouped view)"
+        return refusal(
+            node,
+            f"LayerNormalization axis {axis} does not normalize each whole "
+            "group (axes 2 and on of the grouped view)",
         )
     if any(out is not None and out.uses() for out in node.outputs[1:]):
-        return refuse("LayerNormalization's mean or inverse-std outputs are used")
+        return refusal(node, "LayerNormalization's mean or inverse-std outputs are used")
     scale = fold(node.inputs[1])
     bias_value = node.inputs[2] if len(node.inputs) > 2 else None
     bias = fold(bias_value) if bias_value is not None else None
     if scale is None or (bias_value is not None and bias is None):
-        return refuse("LayerNormalization's scale or bias is not a constant")
+        return refusal(node, "LayerNormalization's scale or bias is not a constant")
     gamma, beta = _per_channel(scale, view, 1.0), _per_channel(bias, view, 0.0)
     if gamma is None or beta is None:
-        return refuse(
-            "LayerNormalization's scale/bias vary within a channel (a per-position "
-            "affine, not GN's per-channel one)"
+        return refusal(
+            node,
+            "LayerNormalization's scale/bias vary within a channel (a "
+            "per-position affine, not GN's per-channel one)",
         )
-    restored = restored_output(node.outputs[0], view)
-    if isinstance(restored, str):
-        return refuse(restored)
-    output, after = restored
-    site = GroupNormSite(
-        family=FAMILY,
-        x=view.x,
-        output=output,
-        num_groups=view.num_groups,
-        epsilon=node.attributes.get_float("epsilon", 1e-5),
-        channels=view.channels,
-        nodes=[*view.nodes, node, *after],
-    )
+    epsilon = node.attributes.get_float("epsilon", 1e-5)
+    site = site_on_view(view, FAMILY, node.outputs[0], [node], epsilon)
+    if isinstance(site, str):
+        return refusal(node, site)
     if not (np.all(gamma == 1.0) and np.all(beta == 0.0)):
         site.gamma, site.beta = gamma, beta
     return site

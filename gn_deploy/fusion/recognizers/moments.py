@@ -21,7 +21,8 @@ from gn_deploy.fusion.recognizers.grouping import (
     GroupedView,
     group_axes,
     grouped_view,
-    restored_output,
+    refusal,
+    site_on_view,
 )
 from gn_deploy.fusion.site import GroupNormSite, Refusal
 
@@ -254,17 +255,15 @@ def recognize(node: ir.Node, opset: int) -> GroupNormSite | Refusal | None:
 def _site(
     node: ir.Node, sub: ir.Node, centred: ir.Value, scaler: ir.Value, view: GroupedView
 ) -> GroupNormSite | Refusal | None:
-    def refuse(reason: str) -> Refusal:
-        return Refusal(node=node.name or "", op_type=node.op_type, reason=reason)
-
     seen = Matched()
     if not deviation_of(centred, view, seen):
         mean = sub.inputs[1].producer() if sub.inputs[1] is not None else None
         if is_op(mean, "ReduceMean") and mean is not None:
             axes = _reduce_axes(mean, view.rank)
-            return refuse(
-                f"the mean reduces axes {sorted(axes or [])} of the grouped view, "
-                f"not the group's axes {sorted(group_axes(view))}"
+            return refusal(
+                node,
+                f"the mean reduces axes {sorted(axes or [])} of the grouped "
+                f"view, not the group's axes {sorted(group_axes(view))}",
             )
         return None
     if node.op_type == "Div":
@@ -273,23 +272,13 @@ def _site(
     else:
         stats = rstd_of(scaler, seen)
     if stats is None:
-        return refuse("the deviation is not divided by sqrt(variance + constant epsilon)")
+        return refusal(node, "the deviation is not divided by sqrt(variance + constant epsilon)")
     variance, epsilon, scale = stats
     if not variance_of(variance, view, seen):
-        return refuse("the divisor is not the population variance of each group")
-    restored = restored_output(node.outputs[0], view)
-    if isinstance(restored, str):
-        return refuse(restored)
-    output, after = restored
-    site = GroupNormSite(
-        family=FAMILY,
-        x=view.x,
-        output=output,
-        num_groups=view.num_groups,
-        epsilon=epsilon,
-        channels=view.channels,
-        nodes=[*view.nodes, *seen.nodes, node, *after],
-    )
+        return refusal(node, "the divisor is not the population variance of each group")
+    site = site_on_view(view, FAMILY, node.outputs[0], [*seen.nodes, node], epsilon)
+    if isinstance(site, str):
+        return refusal(node, site)
     if scale != 1.0:
         site.gamma = np.full(view.channels, scale)
     return site
