@@ -107,9 +107,9 @@ def _emit(model: ir.Model, site: GroupNormSite, emitter: Emitter) -> None:
         graph,
         insertion_point=site.nodes[-1],
         old_nodes=site.nodes,
-        new_nodes=[emitted.node],
+        new_nodes=emitted.nodes,
         old_values=[site.output],
-        new_values=[emitted.node.outputs[0]],
+        new_values=[emitted.output],
     )
     _remove_dead(graph, feeding)
 

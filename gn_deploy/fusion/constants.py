@@ -108,7 +108,9 @@ def _cast(node: ir.Node, inputs: list[np.ndarray | None]) -> np.ndarray | None:
     (x,) = inputs[:1]
     assert x is not None
     to = ir.DataType(node.attributes.get_int("to", 1))
-    return x.astype(to.numpy()) if _numeric(x) else None
+    if not _numeric(x):  # a shape with run-time dims: integer casts keep them
+        return x if to.is_integer() else None
+    return x.astype(to.numpy())
 
 
 def _cast_like(node: ir.Node, inputs: list[np.ndarray | None]) -> np.ndarray | None:

@@ -7,6 +7,7 @@ run what it emits, which the verifier uses to prove every rewrite.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -18,7 +19,7 @@ from gn_deploy import plugin_op
 from gn_deploy.errors import UsageError
 from gn_deploy.fusion.graph import opset_version
 from gn_deploy.fusion.recognizers.group_norm_op import FAMILY_21
-from gn_deploy.fusion.site import GroupNormSite
+from gn_deploy.fusion.site import GroupNormSite, Layout
 from gn_deploy.modelio import SOURCE_OPSET
 
 GROUPNORM_OPSET = 21
@@ -26,8 +27,40 @@ GROUPNORM_OPSET = 21
 
 @dataclass
 class Emitted:
-    node: ir.Node
+    nodes: list[ir.Node]
     initializers: list[ir.Value]
+
+    @property
+    def output(self) -> ir.Value:
+        return self.nodes[-1].outputs[0]
+
+
+def _in_channels_first(
+    site: GroupNormSite, x: ir.Value, prefix: str, make: Callable[[ir.Value], ir.Node]
+) -> list[ir.Node]:
+    """``make``'s op on x, between Transposes when the site is channels last.
+
+    Neither ONNX GroupNormalization nor the plugin op takes channels-last tensors; TensorRT
+    can turn these Transposes into the plugin's channels-last formats.
+    """
+    if site.layout is Layout.NCHW:
+        return [make(x)]
+    assert x.shape is not None
+    rank = len(x.shape)
+    first = ir.node(
+        "Transpose",
+        [x],
+        attributes={"perm": [0, rank - 1, *range(1, rank - 1)]},
+        name=f"{prefix}/to_channels_first",
+    )
+    op = make(first.outputs[0])
+    last = ir.node(
+        "Transpose",
+        [op.outputs[0]],
+        attributes={"perm": [0, *range(2, rank), 1]},
+        name=f"{prefix}/to_channels_last",
+    )
+    return [first, op, last]
 
 
 def _initializer(name: str, array: np.ndarray) -> ir.Value:
@@ -64,13 +97,16 @@ class OnnxEmitter:
         dtype = x.dtype.numpy() if x.dtype is not None else np.float32
         gamma = _initializer(f"{prefix}.scale", site.gamma_or_ones().astype(dtype))
         beta = _initializer(f"{prefix}.bias", site.beta_or_zeros().astype(dtype))
-        node = ir.node(
-            "GroupNormalization",
-            [x, gamma, beta],
-            attributes={"num_groups": site.num_groups, "epsilon": site.epsilon},
-            name=prefix,
-        )
-        return Emitted(node, [gamma, beta])
+
+        def make(value: ir.Value) -> ir.Node:
+            return ir.node(
+                "GroupNormalization",
+                [value, gamma, beta],
+                attributes={"num_groups": site.num_groups, "epsilon": site.epsilon},
+                name=prefix,
+            )
+
+        return Emitted(_in_channels_first(site, x, prefix, make), [gamma, beta])
 
     def run(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         from gn_deploy.backends.ort import run_small_model
@@ -102,20 +138,23 @@ class TrtPluginEmitter:
     def emit(self, site: GroupNormSite, x: ir.Value, prefix: str) -> Emitted:
         gamma = _initializer(f"{prefix}.gamma", site.gamma_or_ones())
         beta = _initializer(f"{prefix}.beta", site.beta_or_zeros())
-        node = ir.node(
-            plugin_op.OP_TYPE,
-            [x, gamma, beta],
-            attributes={
-                "num_groups": site.num_groups,
-                "epsilon": site.epsilon,
-                "activation": int(site.activation),
-                "plugin_namespace": plugin_op.PLUGIN_NAMESPACE,
-                "plugin_version": plugin_op.PLUGIN_VERSION,
-            },
-            domain=plugin_op.DOMAIN,
-            name=prefix,
-        )
-        return Emitted(node, [gamma, beta])
+
+        def make(value: ir.Value) -> ir.Node:
+            return ir.node(
+                plugin_op.OP_TYPE,
+                [value, gamma, beta],
+                attributes={
+                    "num_groups": site.num_groups,
+                    "epsilon": site.epsilon,
+                    "activation": int(site.activation),
+                    "plugin_namespace": plugin_op.PLUGIN_NAMESPACE,
+                    "plugin_version": plugin_op.PLUGIN_VERSION,
+                },
+                domain=plugin_op.DOMAIN,
+                name=prefix,
+            )
+
+        return Emitted(_in_channels_first(site, x, prefix, make), [gamma, beta])
 
     def run(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         from onnx.reference import ReferenceEvaluator

@@ -235,11 +235,11 @@ def _emitted_model(
         site = sites[i]
         x = ir.Value(name=f"s{i}/x", type=site.x.type, shape=ir.Shape(concrete_shape(site)))
         emitted = emitter.emit(site, x, f"s{i}/gn")
-        out = emitted.node.outputs[0]
+        out = emitted.output
         out.name, out.type = f"s{i}/y", site.x.type
         inputs.append(x)
         outputs.append(out)
-        nodes.append(emitted.node)
+        nodes.extend(emitted.nodes)
         inits.extend(emitted.initializers)
     opsets = {"": 21, **emitter.opset_imports}
     graph = ir.Graph(inputs, outputs, nodes=nodes, initializers=inits, opset_imports=opsets)

@@ -12,7 +12,13 @@ from collections.abc import Callable
 
 import onnx_ir as ir
 
-from gn_deploy.fusion.recognizers import group_norm_op, instance_norm, layer_norm, moments
+from gn_deploy.fusion.recognizers import (
+    group_norm_op,
+    instance_norm,
+    layer_norm,
+    moments,
+    moments_folded,
+)
 from gn_deploy.fusion.site import GroupNormSite, Refusal
 
 Recognizer = Callable[[ir.Node, int], GroupNormSite | Refusal | None]
@@ -24,4 +30,5 @@ RECOGNIZERS: dict[str, list[Recognizer]] = {
     "LayerNormalization": [layer_norm.recognize],
     "Div": [moments.recognize],
     "Mul": [moments.recognize],
+    "Add": [moments_folded.recognize],
 }

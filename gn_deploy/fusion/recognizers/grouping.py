@@ -1,7 +1,8 @@
-"""The grouped view every decomposed GN works on: Reshape(x, [N, G, ...]) in, Reshape back out.
+"""The grouped view every decomposed GN works on: x reshaped to expose the groups, and back.
 
-Shared by the recognizers whose normalization runs on the grouped view (InstanceNormalization,
-moments chains, LayerNormalization).
+Channels first: Reshape(x [N, C, *S], [N, G, ...]); channels last (Keras/tf2onnx):
+Reshape(x [N, *S, C], [N, *S, G, C/G]). Shared by the recognizers whose normalization runs on
+the grouped view (InstanceNormalization, moments chains, LayerNormalization).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import onnx_ir as ir
 
 from gn_deploy.fusion.constants import Dim, fold_ints
 from gn_deploy.fusion.graph import is_op, skip_identity_down, skip_identity_up, sole_consumer
-from gn_deploy.fusion.site import GroupNormSite, Refusal
+from gn_deploy.fusion.site import GroupNormSite, Layout, Refusal
+
+BOTH_LAYOUTS = (Layout.NCHW, Layout.NHWC)
 
 
 @dataclass
@@ -26,10 +29,15 @@ class GroupedView:
     channels: int
     rank: int  # rank of the grouped view
     nodes: list[ir.Node] = field(default_factory=list)  # the Reshape and any Identity after it
+    layout: Layout = Layout.NCHW
 
 
-def grouped_view(value: ir.Value | None) -> GroupedView | str | None:
-    """The grouped view behind ``value``; a reason when it is one but unusable; else None."""
+def grouped_views(
+    value: ir.Value | None, layouts: tuple[Layout, ...] = (Layout.NCHW,)
+) -> list[GroupedView] | str | None:
+    """Every reading of ``value`` as a grouped view in ``layouts`` (a reshape can read both
+    ways when dims are 1); a reason when it is a reshape of x that is no grouped view; else None.
+    """
     if value is None:
         return None
     identities: list[ir.Node] = []
@@ -40,16 +48,33 @@ def grouped_view(value: ir.Value | None) -> GroupedView | str | None:
     x = reshape.inputs[0]
     if x.shape is None or len(x.shape) < 2:
         return f"the rank of input {x.name!r} is unknown"
-    channels = x.shape[1]
-    if not isinstance(channels, int):
-        return f"the channel count (axis 1) of input {x.name!r} is not static"
     target = fold_ints(reshape.inputs[1], anchor=x)
-    groups = _groups(target, x.shape)
-    if groups is None or target is None:
-        return f"Reshape {reshape.name!r} does not split input {x.name!r} into [N, G, ...] groups"
-    if channels % groups:
-        return f"channels {channels} are not divisible by the {groups} groups"
-    return GroupedView(x, value, groups, channels, len(target), [reshape, *reversed(identities)])
+    nodes = [reshape, *reversed(identities)]
+    views = []
+    reason = f"Reshape {reshape.name!r} does not split input {x.name!r} into [N, G, ...] groups"
+    if Layout.NCHW in layouts:
+        channels = x.shape[1]
+        groups = _groups(target, x.shape)
+        if not isinstance(channels, int):
+            reason = f"the channel count (axis 1) of input {x.name!r} is not static"
+        elif groups is not None and target is not None and channels % groups:
+            reason = f"channels {channels} are not divisible by the {groups} groups"
+        elif groups is not None and target is not None:
+            views.append(GroupedView(x, value, groups, channels, len(target), nodes))
+    if Layout.NHWC in layouts:
+        channels_last = _channels_last_groups(target, x.shape)
+        if channels_last is not None:
+            groups, channels = channels_last
+            views.append(
+                GroupedView(x, value, groups, channels, len(target or []), nodes, Layout.NHWC)
+            )
+    return views or reason
+
+
+def grouped_view(value: ir.Value | None) -> GroupedView | str | None:
+    """The channels-first grouped view behind ``value`` (see :func:`grouped_views`)."""
+    views = grouped_views(value)
+    return views[0] if isinstance(views, list) else views
 
 
 def restored_output(value: ir.Value, view: GroupedView) -> tuple[ir.Value, list[ir.Node]] | str:
@@ -87,6 +112,7 @@ def site_on_view(
         epsilon=epsilon,
         channels=view.channels,
         nodes=[*view.nodes, *nodes, *after],
+        layout=view.layout,
     )
 
 
@@ -96,7 +122,28 @@ def refusal(node: ir.Node, reason: str) -> Refusal:
 
 def group_axes(view: GroupedView) -> set[int]:
     """The axes of the grouped view that one group's statistics run over."""
+    if view.layout is Layout.NHWC:  # [N, *S, G, C/G]: all but the batch and group axes
+        return set(range(1, view.rank - 2)) | {view.rank - 1}
     return set(range(2, view.rank))
+
+
+def _channels_last_groups(
+    target: list[int | Dim] | None, shape: ir.Shape
+) -> tuple[int, int] | None:
+    """(G, C) when ``target`` is [N, *S, G, C/G] for x of ``shape`` [N, *S, C], C static."""
+    if target is None or len(target) != len(shape) + 1 or len(shape) < 3:
+        return None
+    channels = shape[-1]
+    groups, per_group = target[-2], target[-1]
+    if not (isinstance(channels, int) and isinstance(groups, int) and isinstance(per_group, int)):
+        return None
+    if groups <= 0 or per_group <= 0 or groups * per_group != channels:
+        return None
+    spatial = target[1:-2]
+    if not all(_dim_matches(t, i + 1, shape[i + 1]) for i, t in enumerate(spatial)):
+        return None
+    batch = target[0]
+    return (groups, channels) if batch in (0, -1) or _dim_matches(batch, 0, shape[0]) else None
 
 
 def _dim_matches(entry: int | Dim, axis: int, dim: object) -> bool:

@@ -14,7 +14,7 @@ from gn_deploy.fusion.constants import fold
 from gn_deploy.fusion.recognizers.grouping import grouped_view, refusal, site_on_view
 from gn_deploy.fusion.site import GroupNormSite, Refusal
 
-FAMILY = "torch-instancenorm"
+FAMILY = "instancenorm-sandwich"
 
 
 def recognize(node: ir.Node, opset: int) -> GroupNormSite | Refusal | None:

@@ -18,9 +18,10 @@ import onnx_ir as ir
 from gn_deploy.fusion.constants import fold, fold_float, fold_ints
 from gn_deploy.fusion.graph import is_op
 from gn_deploy.fusion.recognizers.grouping import (
+    BOTH_LAYOUTS,
     GroupedView,
     group_axes,
-    grouped_view,
+    grouped_views,
     refusal,
     site_on_view,
 )
@@ -241,15 +242,18 @@ def recognize(node: ir.Node, opset: int) -> GroupNormSite | Refusal | None:
     pairs = [(node.inputs[0], node.inputs[1])]
     if node.op_type == "Mul":
         pairs.append((node.inputs[1], node.inputs[0]))
+    first_refusal: Refusal | None = None
     for centred, scaler in pairs:
         sub = _producer(centred, "Sub")
-        if sub is None:
+        views = grouped_views(sub.inputs[0], BOTH_LAYOUTS) if sub is not None else None
+        if sub is None or not isinstance(views, list):
             continue
-        view = grouped_view(sub.inputs[0])
-        if view is None or isinstance(view, str):
-            continue
-        return _site(node, sub, centred, scaler, view)
-    return None
+        for view in views:
+            result = _site(node, sub, centred, scaler, view)
+            if isinstance(result, GroupNormSite):
+                return result
+            first_refusal = first_refusal or result
+    return first_refusal
 
 
 def _site(
