@@ -17,7 +17,8 @@ def providers() -> list[str]:
 
 
 def session(model: onnx.ModelProto | str | os.PathLike[str], threads: int = 0):
-    """An InferenceSession; ``threads=1`` for tiny models (no pool whose spinning steals cores)."""
+    """An InferenceSession; ``threads=1`` for tiny models run once (one thread, no pool whose
+    spinning steals cores, no graph optimization)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -26,6 +27,8 @@ def session(model: onnx.ModelProto | str | os.PathLike[str], threads: int = 0):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Models run once: optimizing their graph would cost more than it saves.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else os.fspath(model)
     return ort.InferenceSession(source, options, providers=providers())
 

@@ -140,9 +140,9 @@ def _random_input(site: GroupNormSite, rng: np.random.Generator) -> np.ndarray:
     axis = 1 if site.layout is Layout.NCHW else len(shape) - 1
     bshape = [1] * len(shape)
     bshape[axis] = shape[axis]
-    offset = rng.uniform(-3, 3, bshape)
-    scale = rng.uniform(0.5, 2.0, bshape)
-    x = rng.standard_normal(shape) * scale + offset
+    offset = rng.uniform(-3, 3, bshape).astype(np.float32)
+    scale = rng.uniform(0.5, 2.0, bshape).astype(np.float32)
+    x = rng.standard_normal(shape, dtype=np.float32) * scale + offset
     dtype = site.x.dtype.numpy() if site.x.dtype is not None else np.float32
     return x.astype(dtype)
 
