@@ -1,7 +1,8 @@
 """Generate the Keras/tf2onnx and paddle2onnx GN test models in tests/data/ (run once, commit).
 
 Needs packages the test suite does not install (too heavy for CI):
-    python3 -m venv /tmp/fx && /tmp/fx/bin/pip install tensorflow-cpu tf2onnx paddlepaddle paddle2onnx
+    python3 -m venv /tmp/fx
+    /tmp/fx/bin/pip install tensorflow-cpu tf2onnx paddlepaddle paddle2onnx
     /tmp/fx/bin/python scripts/make_framework_fixtures.py
 Every model: input "x", batch 2, 8 channels in 4 groups, random affine; channels last for
 TensorFlow (NHWC), channels first for paddle (NCHW). Reference inputs and outputs go beside each
@@ -36,8 +37,9 @@ def keras_group_normalization() -> None:
     layer.beta.assign(np.random.default_rng(2).normal(size=CHANNELS))
     spec = (tf.TensorSpec((None, H, W, CHANNELS), tf.float32, name="x"),)
     fn = tf.function(lambda x: layer(x))
-    tf2onnx.convert.from_function(fn, input_signature=spec, opset=17,
-                                  output_path=str(OUT / "keras_groupnorm.onnx"))
+    tf2onnx.convert.from_function(
+        fn, input_signature=spec, opset=17, output_path=str(OUT / "keras_groupnorm.onnx")
+    )
     x = np.random.default_rng(3).normal(size=(2, H, W, CHANNELS)).astype(np.float32) * 2 + 1
     _save_io("keras_groupnorm", x, fn(tf.constant(x)).numpy())
 
@@ -64,8 +66,9 @@ def tfa_group_normalization() -> None:
 
     spec = (tf.TensorSpec((None, H, W, CHANNELS), tf.float32, name="x"),)
     fn = tf.function(group_norm)
-    tf2onnx.convert.from_function(fn, input_signature=spec, opset=17,
-                                  output_path=str(OUT / "tfa_groupnorm.onnx"))
+    tf2onnx.convert.from_function(
+        fn, input_signature=spec, opset=17, output_path=str(OUT / "tfa_groupnorm.onnx")
+    )
     x = rng.normal(size=(2, H, W, CHANNELS)).astype(np.float32) * 2 + 1
     _save_io("tfa_groupnorm", x, fn(tf.constant(x)).numpy())
 
@@ -88,7 +91,10 @@ def paddle_group_norm() -> None:
 if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
     wanted = sys.argv[1:] or ["keras", "tfa", "paddle"]
-    jobs = {"keras": keras_group_normalization, "tfa": tfa_group_normalization,
-            "paddle": paddle_group_norm}
+    jobs = {
+        "keras": keras_group_normalization,
+        "tfa": tfa_group_normalization,
+        "paddle": paddle_group_norm,
+    }
     for name in wanted:
         jobs[name]()
