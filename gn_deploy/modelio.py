@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -66,18 +67,51 @@ def load_model(
 _SHAPE_DATA_PROP_OPSET = 15
 
 
+# Tensors above this size are weights: opset conversion and shape inference need only their
+# type and shape, and copying their bytes into ONNX's C++ and back costs more than the work.
+_WEIGHT_BYTES = 1024
+
+
+def _without_weights(
+    call: Callable[[onnx.ModelProto], onnx.ModelProto], proto: onnx.ModelProto
+) -> onnx.ModelProto:
+    """``call(proto)`` with large initializer bytes set aside, then put back in both models."""
+    stash = {i.name: i.raw_data for i in proto.graph.initializer if len(i.raw_data) > _WEIGHT_BYTES}
+    for init in proto.graph.initializer:
+        if init.name in stash:
+            init.ClearField("raw_data")
+    try:
+        result = call(proto)
+    finally:
+        for init in proto.graph.initializer:
+            if init.name in stash:
+                init.raw_data = stash[init.name]
+    restored = 0
+    for init in result.graph.initializer:
+        if init.name in stash and not init.raw_data:
+            init.raw_data = stash[init.name]
+            restored += 1
+    if restored != len(stash):  # the call renamed or dropped a weight: do it the plain way
+        return call(proto)
+    return result
+
+
 def _default_opset(proto: onnx.ModelProto) -> int:
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _upgraded(proto: onnx.ModelProto, opset: int, path: Path | None = None) -> onnx.ModelProto:
     try:
-        return onnx.version_converter.convert_version(proto, opset)
+        return _without_weights(lambda m: onnx.version_converter.convert_version(m, opset), proto)
     except (RuntimeError, ValueError) as exc:
         raise OpsetUpgradeError(
             f"{path}: ONNX's version converter cannot raise the model from opset "
             f"{_default_opset(proto)} to {opset}: {str(exc).strip().splitlines()[-1]}"
         ) from exc
+
+
+def _infer(proto: onnx.ModelProto) -> onnx.ModelProto:
+    return onnx.shape_inference.infer_shapes(proto, data_prop=True)
 
 
 def _with_inferred_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -87,12 +121,12 @@ def _with_inferred_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     to opset 15 and only its value shapes are copied back; the model itself keeps its opset.
     """
     if _default_opset(proto) >= _SHAPE_DATA_PROP_OPSET:
-        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        return _without_weights(_infer, proto)
     try:
         upgraded = _upgraded(proto, _SHAPE_DATA_PROP_OPSET)
     except OpsetUpgradeError:  # no adapter for some op: plain inference
-        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    inferred = onnx.shape_inference.infer_shapes(upgraded, data_prop=True)
+        return _without_weights(_infer, proto)
+    inferred = _without_weights(_infer, upgraded)
     produced = {name for node in proto.graph.node for name in node.output}
     known = {v.name for v in proto.graph.value_info}
     proto.graph.value_info.extend(

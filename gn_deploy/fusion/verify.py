@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnx_ir as ir
-from onnx import compose
 
 from gn_deploy.backends.ort import run_small_model
 from gn_deploy.fusion.emitters import Emitter
@@ -182,49 +181,40 @@ def _closure(site: GroupNormSite) -> tuple[list[ir.Node], list[ir.Value]]:
 def _original_model(
     sites: list[GroupNormSite], indices: list[int], model: ir.Model
 ) -> onnx.ModelProto:
-    graphs = []
+    """One model holding each site's matched subgraph, its names prefixed ``s{i}/``."""
+    graph = onnx.GraphProto(name="verify")
     for i in indices:
         site = sites[i]
         nodes, inits = _closure(site)
-        graph = onnx.helper.make_graph(
-            [ir.serde.serialize_node(n) for n in nodes],
-            "site",
-            [_value_info(site.x.name or "", site.x, concrete_shape(site))],
-            [_value_info(site.output.name or "", site.output, None)],
-            [_embedded(v) for v in inits],
-        )
-        graph = compose.add_prefix_graph(graph, f"s{i}/")
-        graph.input[0].name = f"s{i}/x"
-        _rename_input(graph, f"s{i}/{site.x.name}", f"s{i}/x")
-        graphs.append(graph)
+        prefix = f"s{i}/"
+
+        def rename(name: str, site: GroupNormSite = site, prefix: str = prefix) -> str:
+            if not name:
+                return name  # an omitted optional input
+            return f"{prefix}x" if name == site.x.name else prefix + name
+
+        for node in nodes:
+            proto = ir.serde.serialize_node(node)
+            proto.input[:] = [rename(n) for n in proto.input]
+            proto.output[:] = [rename(n) for n in proto.output]
+            graph.node.append(proto)
+        for value in inits:
+            tensor = _embedded(value)
+            tensor.name = rename(tensor.name)
+            graph.initializer.append(tensor)
+        graph.input.append(_value_info(f"{prefix}x", site.x, concrete_shape(site)))
+        graph.output.append(_value_info(rename(site.output.name or ""), site.output, None))
     imports = dict(model.opset_imports)
     if sites[indices[0]].opset is not None:
         imports[""] = sites[indices[0]].opset
     opsets = [onnx.helper.make_opsetid(d, v) for d, v in imports.items()]
-    return _merge(graphs, opsets)
+    return onnx.helper.make_model(graph, opset_imports=opsets, ir_version=_IR_VERSION)
 
 
 def _embedded(value: ir.Value) -> onnx.TensorProto:
     """The initializer's data inside the proto (the verifier's model has no external files)."""
     assert value.const_value is not None
     return ir.serde.serialize_tensor(ir.tensor(value.const_value.numpy(), name=value.name))
-
-
-def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
-    for node in graph.node:
-        for k, name in enumerate(node.input):
-            if name == old:
-                node.input[k] = new
-
-
-def _merge(graphs: list[onnx.GraphProto], opsets: list[onnx.OperatorSetIdProto]) -> onnx.ModelProto:
-    merged = onnx.helper.make_graph([], "verify", [], [])
-    for g in graphs:
-        merged.node.extend(g.node)
-        merged.input.extend(g.input)
-        merged.output.extend(g.output)
-        merged.initializer.extend(g.initializer)
-    return onnx.helper.make_model(merged, opset_imports=opsets, ir_version=_IR_VERSION)
 
 
 def _emitted_model(
