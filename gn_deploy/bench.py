@@ -226,6 +226,40 @@ def bench_kernels(repeat: int) -> str:
     return "\n".join(head + rows)
 
 
+def bench_scaling(copies: Sequence[int] = (1, 2, 4), repeat: int = 3) -> str:
+    """`fuse` time against node count: chains of SD-1.5-layout UNets (TorchScript export)."""
+    from gn_deploy.export import export_model
+    from gn_deploy.fusion import fuse_model
+    from gn_deploy.models import sd15_unet_chain
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in copies:
+            src = Path(tmp) / f"chain{k}.onnx"
+            print(f"exporting {k} chained UNet(s) ...", file=sys.stderr)
+            export_model(sd15_unet_chain(k), ["x:1x4x32x32"], src, exporter="torchscript")
+            nodes = len(onnx.load(src, load_external_data=False).graph.node)
+            for target in ("onnx", "trt-plugin"):
+                out = Path(tmp) / f"chain{k}-{target}.onnx"
+                report, runs = _timed(lambda: fuse_model(src, out, target=target), repeat)  # noqa: B023
+                median = statistics.median(runs)
+                rows.append(
+                    f"| {k} | {nodes} | {report.count('fused')} | {target} | "
+                    f"{median:.3f} | {1e6 * median / nodes:.0f} |"
+                )
+    head = [
+        f"command: `gn-deploy bench scaling --repeat {repeat}`",
+        f"date: {datetime.date.today().isoformat()}; machine: {platform.machine()}",
+        "",
+        "`fuse` on k SD-1.5-layout UNets in a row (TorchScript export, opset 17): linear "
+        "growth shows as a constant time per node.",
+        "",
+        "| UNets | nodes | GN fused | target | median s | us per node |",
+        "|---|---|---|---|---|---|",
+    ]
+    return "\n".join(head + rows)
+
+
 def _large_model(path: Path, gigabytes: float) -> tuple[int, int]:
     """A conv → GN → SiLU chain whose conv weights (external data) total ``gigabytes``.
 
@@ -314,6 +348,8 @@ def run(what: str, models: Sequence[str], repeat: int, gigabytes: float = 2.2) -
         return bench_fuse(models, repeat)
     if what == "memory":
         return bench_memory(gigabytes)
+    if what == "scaling":
+        return bench_scaling(repeat=repeat)
     if what == "kernels":
         return bench_kernels(max(repeat, 50))
     raise ValueError(what)

@@ -76,7 +76,12 @@ def _without_weights(
     call: Callable[[onnx.ModelProto], onnx.ModelProto], proto: onnx.ModelProto
 ) -> onnx.ModelProto:
     """``call(proto)`` with large initializer bytes set aside, then put back in both models."""
-    stash = {i.name: i.raw_data for i in proto.graph.initializer if len(i.raw_data) > _WEIGHT_BYTES}
+    # ByteSize, not len(raw_data): reading raw_data copies the bytes out of the protobuf.
+    stash = {
+        i.name: i.raw_data
+        for i in proto.graph.initializer
+        if i.ByteSize() > _WEIGHT_BYTES and i.HasField("raw_data")
+    }
     for init in proto.graph.initializer:
         if init.name in stash:
             init.ClearField("raw_data")

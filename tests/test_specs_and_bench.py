@@ -74,3 +74,11 @@ def test_bench_memory_table() -> None:
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[1] == cells[2] != "0", row  # every generated GN site fused
+
+
+def test_sd15_unet_chain_has_61_group_norms_per_copy() -> None:
+    torch = pytest.importorskip("torch", reason="builds the torch model")
+    from gn_deploy.models import sd15_unet_chain
+
+    model = sd15_unet_chain(2)
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in model.modules()) == 122

@@ -2,6 +2,7 @@
 
 - ``demo_unet``: a small UNet-like net with GroupNorm+SiLU blocks, the `make demo` model.
 - ``sd15_unet``: the Stable Diffusion 1.5 UNet layout (all 61 GroupNorms) with narrow channels.
+- ``sd15_unet_chain``: several of those in a row (benchmarks of how fuse time scales).
 - ``gn_block``: one GroupNorm (+ optional SiLU) for tests and quick checks.
 """
 
@@ -24,6 +25,15 @@ def sd15_unet(seed: int = 0, base: int = 32) -> Any:
 
     require_torch().manual_seed(seed)
     return SD15UNet(base=base).eval()
+
+
+def sd15_unet_chain(copies: int = 2, seed: int = 0, base: int = 32) -> Any:
+    """``copies`` SD-1.5-layout UNets one after another (61 GroupNorms each): for scaling runs."""
+    torch = require_torch()
+    from gn_deploy.models.unet import SD15UNet
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(*[SD15UNet(base=base) for _ in range(copies)]).eval()
 
 
 def gn_block(
