@@ -104,3 +104,38 @@ def test_group_normalization_18_becomes_per_channel(tmp_path: Path) -> None:
     x = _x((2, 6, 3, 4), np.float32)
     expected = group_norm_reference(x, 2, 1e-4, np.repeat(scale, 3), np.repeat(bias, 3))
     assert relative_l2(run_ort(out, {"x": x})[0], expected) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("target", "op"), [("onnx", "GroupNormalization"), ("trt-plugin", "FusedGroupNorm")]
+)
+@pytest.mark.parametrize(("exporter", "opset"), [("torchscript", 17), ("dynamo", 18)])
+def test_bfloat16_graphs(tmp_path: Path, exporter: str, opset: int, target: str, op: str) -> None:
+    """torch writes bf16 InstanceNormalization, which ONNX Runtime rejects: verification and
+    parity run on ONNX's reference evaluator."""
+    torch = pytest.importorskip("torch", reason="exports a bf16 model with torch")
+    import ml_dtypes
+
+    from tests.helpers import two_gn_module
+
+    module = two_gn_module(8, 4, 4, True).to(torch.bfloat16)
+    src = tmp_path / "bf16.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (torch.randn(2, 8, 5, 6).bfloat16(),),
+            str(src),
+            input_names=["x"],
+            opset_version=opset,
+            dynamo=exporter == "dynamo",
+            verbose=False,
+        )
+    out = tmp_path / "f.onnx"
+    report = fuse_model(src, out, target=target)
+    assert report.count("fused") == 2, report.table()
+    assert op_counts(out)[op] == 2 and op_counts(out)["InstanceNormalization"] == 0
+    x = _x((2, 8, 5, 6), ml_dtypes.bfloat16)
+    (got,), (want,) = run_reference(out, {"x": x}), run_reference(src, {"x": x})
+    assert got.dtype == ml_dtypes.bfloat16
+    assert relative_l2(got, want) <= tolerance_for("bfloat16")

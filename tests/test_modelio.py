@@ -14,11 +14,15 @@ from gn_deploy.modelio import SOURCE_OPSET, load_model
 def test_weights_survive_upgrade_and_inference(tmp_path: Path) -> None:
     weight = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)  # 2 KiB
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["m"]),
-         helper.make_node("Unsqueeze", ["m"], ["y"], axes=[0])],  # axes: an opset-11 attribute
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 64])],
+        [
+            helper.make_node("MatMul", ["x", "w"], ["m"]),
+            helper.make_node("Unsqueeze", ["m"], ["y"], axes=[0]),
+        ],  # axes: an opset-11 attribute
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 64])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(weight, "w")])
+        [numpy_helper.from_array(weight, "w")],
+    )
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), path)
 
