@@ -20,6 +20,8 @@ _PROTOBUF_LIMIT = 1_800_000_000
 
 
 SOURCE_OPSET = "gn_deploy.source_opset"
+# The protobuf the IR was read from (its tensors are the IR's, no copy): patched on save.
+SOURCE_PROTO = "gn_deploy.source_proto"
 
 
 class OpsetUpgradeError(GnDeployError):
@@ -58,6 +60,7 @@ def load_model(
     if len(model.graph) == 0:
         raise GnDeployError(f"{p}: not a valid ONNX model (the graph has no nodes)")
     model.meta[SOURCE_OPSET] = source_opset
+    model.meta[SOURCE_PROTO] = proto
     ir.external_data.set_base_dir(model.graph, p.parent)
     _check_external_data(model, p)
     return model
@@ -174,6 +177,20 @@ def check_output_path(output: str | os.PathLike[str], *inputs: str | os.PathLike
         raise UsageError(f"{out}: is a directory; -o takes a file path")
     if not out.parent.exists():
         raise UsageError(f"{out}: directory {out.parent} does not exist")
+    return out
+
+
+def write_atomic(data: bytes, output: str | os.PathLike[str]) -> Path:
+    """Write ``data`` to ``output`` through a temporary file in the same folder."""
+    out = Path(output)
+    fd, tmp = tempfile.mkstemp(prefix=".gn-deploy-", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return out
 
 

@@ -13,6 +13,7 @@ import onnx_ir as ir
 from gn_deploy.errors import GnDeployError
 from gn_deploy.fusion.emitters import Emitter, get_emitter
 from gn_deploy.fusion.graph import opset_version
+from gn_deploy.fusion.patch import Edits, write_patched
 from gn_deploy.fusion.recognizers import RECOGNIZERS
 from gn_deploy.fusion.recognizers.affine import absorb_affine, fold_silu, fold_upcast
 from gn_deploy.fusion.report import FOUND, FUSED, REFUSED, UNCHANGED, FuseReport, SiteReport
@@ -92,7 +93,7 @@ def _complete(site: GroupNormSite, emitter: Emitter) -> GroupNormSite | Refusal:
     return site
 
 
-def _emit(model: ir.Model, site: GroupNormSite, emitter: Emitter) -> None:
+def _emit(model: ir.Model, site: GroupNormSite, emitter: Emitter, edits: Edits) -> None:
     graph = model.graph
     prefix = f"{site.name}/gn_deploy"
     emitted = emitter.emit(site, site.x, prefix)
@@ -102,6 +103,9 @@ def _emit(model: ir.Model, site: GroupNormSite, emitter: Emitter) -> None:
             init.name = f"{base}_{k}"
             k += 1
         graph.register_initializer(init)
+        edits.added_initializers.append(init)
+    edits.removed.update(site.nodes)
+    edits.inserted[site.nodes[-1]] = emitted.nodes
     feeding = [v for n in site.nodes for v in n.inputs if v is not None]
     ir.convenience.replace_nodes_and_values(
         graph,
@@ -111,10 +115,10 @@ def _emit(model: ir.Model, site: GroupNormSite, emitter: Emitter) -> None:
         old_values=[site.output],
         new_values=[emitted.output],
     )
-    _remove_dead(graph, feeding)
+    _remove_dead(graph, feeding, edits)
 
 
-def _remove_dead(graph: ir.Graph, values: list[ir.Value]) -> None:
+def _remove_dead(graph: ir.Graph, values: list[ir.Value], edits: Edits) -> None:
     """Remove the constants and shape nodes that only fed the replaced nodes.
 
     Local dead-code removal: cost proportional to the site, not to the model.
@@ -128,10 +132,12 @@ def _remove_dead(graph: ir.Graph, values: list[ir.Value]) -> None:
         if node is None:
             if value.name in graph.initializers and graph.initializers[value.name] is value:
                 del graph.initializers[value.name]
+                edits.removed_initializers.add(value.name)
             continue
         if node.graph is graph and not any(o.uses() or o.is_graph_output() for o in node.outputs):
             stack.extend(v for v in node.inputs if v is not None)
             graph.remove(node, safe=True)
+            edits.removed.add(node)
 
 
 Pending = list[tuple[GroupNormSite, Proof | None, SiteReport]]
@@ -225,11 +231,15 @@ def fuse_model(
         if not report.sites:
             raise GnDeployError(f"{path}: no group normalization found")
         _check_strict(report, strict)
+        edits = Edits.of(model)
         for site, proof, row in pending:
             if proof is None or proof.ok:
-                _emit(model, site, emitter)
+                _emit(model, site, emitter, edits)
                 row.status = FUSED
-        save_model(model, out, external=external)
+        if external:
+            save_model(model, out, external=True)
+        else:
+            write_patched(model, edits, out)
     report.input, report.output = os.fspath(path), os.fspath(out)
     report.notes = notes
     report.seconds = time.perf_counter() - start
