@@ -53,7 +53,7 @@ test: $(STAMP) kernels
 	$(BIN)/python -m pytest
 
 bench-fuse: $(STAMP)
-	$(BIN)/gn-deploy bench fuse -o docs/benchmarks/fuse.md
+	$(BIN)/gn-deploy bench fuse --repeat 9 -o docs/benchmarks/fuse.md
 
 bench-kernels: $(STAMP) kernels
 	$(BIN)/gn-deploy bench kernels -o docs/benchmarks/kernels.md
