@@ -15,10 +15,6 @@ from google.protobuf.message import DecodeError
 
 from gn_deploy.errors import GnDeployError, UsageError
 
-# Above this many bytes of tensor data a model must keep its weights in an external file.
-_PROTOBUF_LIMIT = 1_800_000_000
-
-
 SOURCE_OPSET = "gn_deploy.source_opset"
 # The protobuf the IR was read from (its tensors are the IR's, no copy): patched on save.
 SOURCE_PROTO = "gn_deploy.source_proto"
@@ -160,10 +156,6 @@ def uses_external_data(model: ir.Model) -> bool:
     )
 
 
-def _tensor_bytes(model: ir.Model) -> int:
-    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value)
-
-
 def check_output_path(output: str | os.PathLike[str], *inputs: str | os.PathLike[str]) -> Path:
     """Refuse an output that would overwrite an input (or its external data)."""
     out = Path(output)
@@ -180,7 +172,7 @@ def check_output_path(output: str | os.PathLike[str], *inputs: str | os.PathLike
     return out
 
 
-def write_atomic(data: bytes, output: str | os.PathLike[str]) -> Path:
+def write_atomic(data: bytes | memoryview, output: str | os.PathLike[str]) -> Path:
     """Write ``data`` to ``output`` through a temporary file in the same folder."""
     out = Path(output)
     fd, tmp = tempfile.mkstemp(prefix=".gn-deploy-", dir=out.parent)
@@ -194,21 +186,17 @@ def write_atomic(data: bytes, output: str | os.PathLike[str]) -> Path:
     return out
 
 
-def save_model(
-    model: ir.Model, output: str | os.PathLike[str], external: bool | None = None
-) -> Path:
-    """Write ``model`` to ``output`` atomically.
+def save_model(model: ir.Model, output: str | os.PathLike[str]) -> Path:
+    """Write ``model`` to ``output`` with its weights in ``<output>.data`` beside it.
 
-    Weights go to ``<output>.data`` beside it when ``external`` is true, or, when it is None,
-    when the model already kept them externally or is too large for one protobuf.
+    Each file is written whole before it replaces its target. Models whose weights are embedded
+    are written by patching their protobuf instead (:mod:`gn_deploy.fusion.patch`).
     """
     out = Path(output)
-    if external is None:
-        external = uses_external_data(model) or _tensor_bytes(model) > _PROTOBUF_LIMIT
     data_name = out.name + ".data"
     staging = Path(tempfile.mkdtemp(prefix=".gn-deploy-", dir=out.parent))
     try:
-        ir.save(model, staging / out.name, external_data=data_name if external else None)
+        ir.save(model, staging / out.name, external_data=data_name)
         if (staging / data_name).exists():  # small tensors stay inline
             os.replace(staging / data_name, out.parent / data_name)
         os.replace(staging / out.name, out)

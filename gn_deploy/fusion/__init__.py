@@ -237,7 +237,7 @@ def fuse_model(
                 _emit(model, site, emitter, edits)
                 row.status = FUSED
         if external:
-            save_model(model, out, external=True)
+            save_model(model, out)
         else:
             write_patched(model, edits, out)
     report.input, report.output = os.fspath(path), os.fspath(out)

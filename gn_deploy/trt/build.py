@@ -13,7 +13,7 @@ from typing import Any
 import onnx
 
 from gn_deploy.errors import GnDeployError
-from gn_deploy.modelio import check_output_path
+from gn_deploy.modelio import check_output_path, write_atomic
 from gn_deploy.trt.plugin import find_plugin_library, load_plugin
 from gn_deploy.trt.precision import convert_to_fp16, plan_precision
 from gn_deploy.trt.profiles import profiles_for
@@ -63,17 +63,6 @@ def _progress_monitor(trt: Any) -> Any:
             return None
 
     return Progress()
-
-
-def _write_atomic(data: bytes | memoryview, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".gn-deploy-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def build_engine(
@@ -128,7 +117,7 @@ def build_engine(
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise GnDeployError(f"{model}: TensorRT could not build the engine (see its log above)")
-        _write_atomic(memoryview(serialized), out)
+        write_atomic(memoryview(serialized), out)
         if cache_path is not None:
-            _write_atomic(memoryview(config.get_timing_cache().serialize()), cache_path)
+            write_atomic(memoryview(config.get_timing_cache().serialize()), cache_path)
     return out
