@@ -112,6 +112,15 @@ def library() -> ctypes.CDLL:
     lib.gn_workspace_size.argtypes = [pp, ctypes.POINTER(ctypes.c_size_t)]
     lib.gn_forward.argtypes = [pp, vp, vp, vp, vp, vp, ctypes.c_size_t, vp]
     lib.gn_status_string.argtypes = [ctypes.c_int]
+    lib.gn_plugin_parse_fields.argtypes = [
+        ctypes.POINTER(Field),
+        ctypes.c_int32,
+        ctypes.POINTER(PluginConfig),
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+    ]
+    lib.gn_plugin_supports_format.argtypes = [ctypes.c_int32] * 3 + [ctypes.c_int64]
+    lib.gn_workspace_bound.argtypes = [pp, ctypes.POINTER(Device), ctypes.POINTER(ctypes.c_size_t)]
     lib.gn_status_string.restype = ctypes.c_char_p
     for fn in (
         "gn_validate",
@@ -119,6 +128,9 @@ def library() -> ctypes.CDLL:
         "gn_query_device",
         "gn_workspace_size",
         "gn_forward",
+        "gn_plugin_parse_fields",
+        "gn_plugin_supports_format",
+        "gn_workspace_bound",
     ):
         getattr(lib, fn).restype = ctypes.c_int
     return lib
@@ -254,33 +266,21 @@ def parse_plugin_fields(
     )
     config = PluginConfig()
     message = ctypes.create_string_buffer(256)
-    lib = library()
-    lib.gn_plugin_parse_fields.argtypes = [
-        ctypes.POINTER(Field),
-        ctypes.c_int32,
-        ctypes.POINTER(PluginConfig),
-        ctypes.c_char_p,
-        ctypes.c_size_t,
-    ]
-    status = lib.gn_plugin_parse_fields(array, len(fields), ctypes.byref(config), message, 256)
+    status = library().gn_plugin_parse_fields(
+        array, len(fields), ctypes.byref(config), message, 256
+    )
     return Status(status), config, message.value.decode()
 
 
 def plugin_supports_format(dtype: DType, fmt: Format, rank: int, channels: int) -> bool:
-    lib = library()
-    lib.gn_plugin_supports_format.argtypes = [ctypes.c_int32] * 3 + [ctypes.c_int64]
-    return bool(lib.gn_plugin_supports_format(int(dtype), int(fmt), rank, channels))
+    return bool(library().gn_plugin_supports_format(int(dtype), int(fmt), rank, channels))
 
 
 def workspace_bound(params: Params, device: Device) -> int:
-    lib = library()
-    lib.gn_workspace_bound.argtypes = [
-        ctypes.POINTER(Params),
-        ctypes.POINTER(Device),
-        ctypes.POINTER(ctypes.c_size_t),
-    ]
     size = ctypes.c_size_t()
-    status = lib.gn_workspace_bound(ctypes.byref(params), ctypes.byref(device), ctypes.byref(size))
+    status = library().gn_workspace_bound(
+        ctypes.byref(params), ctypes.byref(device), ctypes.byref(size)
+    )
     if status != Status.SUCCESS:
         raise KernelError(status, "gn_workspace_bound")
     return size.value
