@@ -8,6 +8,7 @@ the grouped view (InstanceNormalization, moments chains, LayerNormalization).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import onnx_ir as ir
@@ -71,6 +72,11 @@ def grouped_views(
     return views or reason
 
 
+def views_only(found: list[GroupedView] | str | None) -> list[GroupedView]:
+    """The readings :func:`grouped_views` found, none when it gave a reason or nothing."""
+    return found if isinstance(found, list) else []
+
+
 def grouped_view(value: ir.Value | None) -> GroupedView | str | None:
     """The channels-first grouped view behind ``value`` (see :func:`grouped_views`)."""
     views = grouped_views(value)
@@ -114,6 +120,18 @@ def site_on_view(
         nodes=[*view.nodes, *nodes, *after],
         layout=view.layout,
     )
+
+
+def first_site(
+    results: Iterable[GroupNormSite | Refusal | None],
+) -> GroupNormSite | Refusal | None:
+    """The first site among ``results`` (tried in order, lazily), else the first refusal."""
+    first_refusal: Refusal | None = None
+    for result in results:
+        if isinstance(result, GroupNormSite):
+            return result
+        first_refusal = first_refusal or result
+    return first_refusal
 
 
 def refusal(node: ir.Node, reason: str) -> Refusal:

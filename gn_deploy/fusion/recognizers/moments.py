@@ -20,10 +20,12 @@ from gn_deploy.fusion.graph import is_op
 from gn_deploy.fusion.recognizers.grouping import (
     BOTH_LAYOUTS,
     GroupedView,
+    first_site,
     group_axes,
     grouped_views,
     refusal,
     site_on_view,
+    views_only,
 )
 from gn_deploy.fusion.site import GroupNormSite, Refusal
 
@@ -242,18 +244,13 @@ def recognize(node: ir.Node, opset: int) -> GroupNormSite | Refusal | None:
     pairs = [(node.inputs[0], node.inputs[1])]
     if node.op_type == "Mul":
         pairs.append((node.inputs[1], node.inputs[0]))
-    first_refusal: Refusal | None = None
-    for centred, scaler in pairs:
-        sub = _producer(centred, "Sub")
-        views = grouped_views(sub.inputs[0], BOTH_LAYOUTS) if sub is not None else None
-        if sub is None or not isinstance(views, list):
-            continue
-        for view in views:
-            result = _site(node, sub, centred, scaler, view)
-            if isinstance(result, GroupNormSite):
-                return result
-            first_refusal = first_refusal or result
-    return first_refusal
+    subs = [(_producer(centred, "Sub"), centred, scaler) for centred, scaler in pairs]
+    return first_site(
+        _site(node, sub, centred, scaler, view)
+        for sub, centred, scaler in subs
+        if sub is not None
+        for view in views_only(grouped_views(sub.inputs[0], BOTH_LAYOUTS))
+    )
 
 
 def _site(

@@ -17,11 +17,18 @@ from gn_deploy.fusion.graph import is_op
 from gn_deploy.fusion.recognizers.grouping import (
     BOTH_LAYOUTS,
     GroupedView,
+    first_site,
     grouped_views,
     refusal,
     site_on_view,
+    views_only,
 )
-from gn_deploy.fusion.recognizers.moments import Matched, mean_of, rstd_of, variance_of
+from gn_deploy.fusion.recognizers.moments import (
+    Matched,
+    mean_of,
+    rstd_of,
+    variance_of,
+)
 from gn_deploy.fusion.site import GroupNormSite, Refusal
 
 FAMILY = "moments-folded"
@@ -91,19 +98,13 @@ def _shift(
 
 def recognize(node: ir.Node, opset: int) -> GroupNormSite | Refusal | None:
     """Anchor: the final Add of ``xg * inv`` and the shift."""
-    first_refusal: Refusal | None = None
-    for scaled, shift in _operands(node, "Add"):
-        mul = scaled.producer()
-        for grouped, inv in _operands(mul, "Mul"):
-            views = grouped_views(grouped, BOTH_LAYOUTS)
-            if not isinstance(views, list):
-                continue
-            for view in views:
-                result = _site(node, mul, inv, shift, view)  # type: ignore[arg-type]
-                if isinstance(result, GroupNormSite):
-                    return result
-                first_refusal = first_refusal or result
-    return first_refusal
+    return first_site(
+        _site(node, mul, inv, shift, view)  # type: ignore[arg-type]
+        for scaled, shift in _operands(node, "Add")
+        for mul in [scaled.producer()]
+        for grouped, inv in _operands(mul, "Mul")
+        for view in views_only(grouped_views(grouped, BOTH_LAYOUTS))
+    )
 
 
 def _site(
