@@ -112,20 +112,21 @@ def export_torch(
     opset: int,
     shape: tuple[int, ...] = (2, 8, 5, 6),
     dynamic: bool = False,
+    dtype: str = "float32",
 ) -> Path:
     """Export ``module`` with one random input ``x`` of ``shape`` using torch's exporter."""
     import warnings
 
     import torch
 
+    x = torch.randn(*shape).to(getattr(torch, dtype))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
-            (torch.randn(*shape),),
+            (x,),
             str(path),
             input_names=["x"],
-            output_names=None,
             opset_version=opset,
             dynamo=exporter == "dynamo",
             verbose=False,

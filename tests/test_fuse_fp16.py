@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from gn_deploy.fusion import fuse_model
 from gn_deploy.reference import group_norm_reference, relative_l2, tolerance_for
 from tests.conftest import Exporter
-from tests.helpers import op_counts, run_ort, run_reference
+from tests.helpers import export_torch, op_counts, run_ort, run_reference
 
 TARGETS = [("onnx", "GroupNormalization", run_ort), ("trt-plugin", "FusedGroupNorm", run_reference)]
 
@@ -57,18 +56,7 @@ def test_upcast_casts_are_folded(
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.gn(x.float()).type(x.dtype)
 
-    src = tmp_path / "m.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Upcast().eval(),
-            (torch.randn(2, 8, 5, 6).half(),),
-            str(src),
-            input_names=["x"],
-            opset_version=opset,
-            dynamo=exporter == "dynamo",
-            verbose=False,
-        )
+    src = export_torch(Upcast().eval(), tmp_path / "m.onnx", exporter, opset, dtype="float16")
     out = tmp_path / "f.onnx"
     fuse_model(src, out, target=target)
     assert op_counts(out) == {op: 1}, "the two Casts are folded into the fused op"
@@ -119,18 +107,7 @@ def test_bfloat16_graphs(tmp_path: Path, exporter: str, opset: int, target: str,
     from tests.helpers import two_gn_module
 
     module = two_gn_module(8, 4, 4, True).to(torch.bfloat16)
-    src = tmp_path / "bf16.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (torch.randn(2, 8, 5, 6).bfloat16(),),
-            str(src),
-            input_names=["x"],
-            opset_version=opset,
-            dynamo=exporter == "dynamo",
-            verbose=False,
-        )
+    src = export_torch(module, tmp_path / "bf16.onnx", exporter, opset, dtype="bfloat16")
     out = tmp_path / "f.onnx"
     report = fuse_model(src, out, target=target)
     assert report.count("fused") == 2, report.table()
