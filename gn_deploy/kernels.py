@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import math
 import os
 from functools import cache
 from pathlib import Path
@@ -32,6 +33,7 @@ class Status(enum.IntEnum):
     INVALID_DEVICE = 9
     CUDA = 10
     INVALID_FIELD = 11
+    INVALID_PATH = 12
 
 
 class DType(enum.IntEnum):
@@ -46,9 +48,17 @@ class Layout(enum.IntEnum):
 
 
 class LaunchPath(enum.IntEnum):
+    AUTO = -1
     ONCHIP = 0
     STREAM = 1
     CLUSTER = 2
+    TILED = 3
+    EMPTY = 4
+
+
+class Feature(enum.IntFlag):
+    CLUSTER = 1
+    COOPERATIVE = 2
 
 
 class Params(ctypes.Structure):
@@ -70,6 +80,8 @@ class Device(ctypes.Structure):
         ("max_smem_per_block", ctypes.c_int32),
         ("cc_major", ctypes.c_int32),
         ("cc_minor", ctypes.c_int32),
+        ("smem_per_sm", ctypes.c_int32),
+        ("features", ctypes.c_int32),
     ]
 
 
@@ -82,13 +94,17 @@ class Plan(ctypes.Structure):
         ("blocks", ctypes.c_int64),
         ("smem_bytes", ctypes.c_int64),
         ("workspace_bytes", ctypes.c_int64),
+        ("tiles", ctypes.c_int32),
+        ("units_per_wave", ctypes.c_int32),
+        ("tile", ctypes.c_int64),
+        ("slot_elems", ctypes.c_int64),
     ]
 
 
 class KernelError(GnDeployError):
     def __init__(self, status: int, what: str) -> None:
         self.status = Status(status)
-        super().__init__(f"{what}: {self.status.name} ({library().gn_status_string(status)})")
+        super().__init__(f"{what}: {self.status.name} ({status_string(status)})")
 
 
 def library_path() -> Path:
@@ -108,9 +124,17 @@ def library() -> ctypes.CDLL:
     pp, vp = ctypes.POINTER(Params), ctypes.c_void_p
     lib.gn_validate.argtypes = [pp]
     lib.gn_plan_launch.argtypes = [pp, ctypes.POINTER(Device), ctypes.POINTER(Plan)]
+    lib.gn_plan_launch_path.argtypes = [
+        pp,
+        ctypes.POINTER(Device),
+        ctypes.c_int32,
+        ctypes.c_int32,
+        ctypes.POINTER(Plan),
+    ]
     lib.gn_query_device.argtypes = [ctypes.POINTER(Device)]
     lib.gn_workspace_size.argtypes = [pp, ctypes.POINTER(ctypes.c_size_t)]
     lib.gn_forward.argtypes = [pp, vp, vp, vp, vp, vp, ctypes.c_size_t, vp]
+    lib.gn_forward_path.argtypes = [pp, ctypes.c_int32, vp, vp, vp, vp, vp, ctypes.c_size_t, vp]
     lib.gn_status_string.argtypes = [ctypes.c_int]
     lib.gn_plugin_parse_fields.argtypes = [
         ctypes.POINTER(Field),
@@ -120,17 +144,17 @@ def library() -> ctypes.CDLL:
         ctypes.c_size_t,
     ]
     lib.gn_plugin_supports_format.argtypes = [ctypes.c_int32] * 3 + [ctypes.c_int64]
-    lib.gn_workspace_bound.argtypes = [pp, ctypes.POINTER(Device), ctypes.POINTER(ctypes.c_size_t)]
     lib.gn_status_string.restype = ctypes.c_char_p
     for fn in (
         "gn_validate",
         "gn_plan_launch",
+        "gn_plan_launch_path",
         "gn_query_device",
         "gn_workspace_size",
         "gn_forward",
+        "gn_forward_path",
         "gn_plugin_parse_fields",
         "gn_plugin_supports_format",
-        "gn_workspace_bound",
     ):
         getattr(lib, fn).restype = ctypes.c_int
     return lib
@@ -157,15 +181,55 @@ def validate(params: Params | None) -> Status:
     return Status(library().gn_validate(ctypes.byref(params) if params is not None else None))
 
 
-def plan(params: Params, device: Device) -> Plan:
+def plan(
+    params: Params, device: Device, path: LaunchPath = LaunchPath.AUTO, aligned: bool = True
+) -> Plan:
+    """The launch plan for ``params`` on ``device`` (``path``: force one, for tests)."""
     out = Plan()
-    status = library().gn_plan_launch(ctypes.byref(params), ctypes.byref(device), ctypes.byref(out))
+    status = library().gn_plan_launch_path(
+        ctypes.byref(params), ctypes.byref(device), int(path), int(aligned), ctypes.byref(out)
+    )
     if status != Status.SUCCESS:
         raise KernelError(status, "gn_plan_launch")
     return out
 
 
+def query_device() -> Device:
+    """The current CUDA device as the planner sees it (needs a GPU)."""
+    out = Device()
+    status = library().gn_query_device(ctypes.byref(out))
+    if status != Status.SUCCESS:
+        raise KernelError(status, "gn_query_device")
+    return out
+
+
+def workspace_size(params: Params) -> int:
+    """Device bytes that cover gn_forward for params and any smaller batch, on any GPU."""
+    size = ctypes.c_size_t()
+    status = library().gn_workspace_size(ctypes.byref(params), ctypes.byref(size))
+    if status != Status.SUCCESS:
+        raise KernelError(status, "gn_workspace_size")
+    return size.value
+
+
 _TORCH_DTYPES = {"float32": DType.FLOAT32, "float16": DType.FLOAT16, "bfloat16": DType.BFLOAT16}
+
+
+def _check_affine(value: Any, channels: int, name: str) -> None:
+    if value is not None and (value.dim() != 1 or value.numel() != channels):
+        raise GnDeployError(
+            f"group_norm: {name} must have shape [{channels}] (one value per channel), "
+            f"got {list(value.shape)}"
+        )
+
+
+def _affine(torch: Any, value: Any, default: float, channels: int, x: Any, name: str) -> Any:
+    """gamma or beta as a contiguous fp32 [C] tensor on x's device."""
+    if value is None:
+        return torch.full((channels,), default, device=x.device)
+    if value.device != x.device:
+        raise GnDeployError(f"group_norm: {name} is on {value.device}, x on {x.device}")
+    return value.float().contiguous()
 
 
 def group_norm(
@@ -177,41 +241,46 @@ def group_norm(
     silu: bool = False,
     layout: str = "NCHW",
     out: Any = None,
+    path: LaunchPath = LaunchPath.AUTO,
 ) -> Any:
     """GN of a CUDA tensor with gn-deploy's kernels.
 
     ``layout="NCHW"``: x is [N, C, *spatial]; ``"NHWC"``: x is [N, *spatial, C]; contiguous.
     gamma and beta are [C] (any float dtype; passed as fp32); ``out`` receives the result.
+    ``path`` forces one launch path (tests, benchmarks); the default lets the planner choose.
     """
     import torch
 
-    if not x.is_cuda or not x.is_contiguous():
-        raise GnDeployError("group_norm: x must be a contiguous CUDA tensor")
     dtype = _TORCH_DTYPES.get(str(x.dtype).removeprefix("torch."))
     if dtype is None:
         raise GnDeployError(f"group_norm: unsupported dtype {x.dtype}")
+    if x.dim() < 2:
+        raise GnDeployError(f"group_norm: x must have rank >= 2, got shape {list(x.shape)}")
     lay = Layout[layout]
     channels = x.shape[1] if lay is Layout.NCHW else x.shape[-1]
-    spatial = x.numel() // (x.shape[0] * channels) if x.numel() else 0
+    spatial = math.prod(x.shape[2:]) if lay is Layout.NCHW else math.prod(x.shape[1:-1])
+    _check_affine(gamma, channels, "gamma")
+    _check_affine(beta, channels, "beta")
+    if not x.is_cuda or not x.is_contiguous():
+        raise GnDeployError("group_norm: x must be a contiguous CUDA tensor")
     params = make_params(x.shape[0], channels, spatial, num_groups, epsilon, int(silu), lay, dtype)
-    gamma = (torch.ones(channels, device=x.device) if gamma is None else gamma).float().contiguous()
-    beta = (torch.zeros(channels, device=x.device) if beta is None else beta).float().contiguous()
+    gamma = _affine(torch, gamma, 1.0, channels, x, "gamma")
+    beta = _affine(torch, beta, 0.0, channels, x, "beta")
     y = torch.empty_like(x) if out is None else out
-    lib = library()
-    size = ctypes.c_size_t()
-    status = lib.gn_workspace_size(ctypes.byref(params), ctypes.byref(size))
-    if status != Status.SUCCESS:
-        raise KernelError(status, "gn_workspace_size")
-    workspace = torch.empty(max(size.value, 1), dtype=torch.uint8, device=x.device)
+    if y.shape != x.shape or y.dtype != x.dtype or not y.is_contiguous() or y.device != x.device:
+        raise GnDeployError("group_norm: out must be a contiguous tensor like x")
+    size = workspace_size(params)
+    workspace = torch.empty(max(size, 1), dtype=torch.uint8, device=x.device)
     stream = torch.cuda.current_stream(x.device).cuda_stream
-    status = lib.gn_forward(
+    status = library().gn_forward_path(
         ctypes.byref(params),
+        int(path),
         x.data_ptr(),
         gamma.data_ptr(),
         beta.data_ptr(),
         y.data_ptr(),
         workspace.data_ptr(),
-        size.value,
+        size,
         stream,
     )
     if status != Status.SUCCESS:
@@ -274,13 +343,3 @@ def parse_plugin_fields(
 
 def plugin_supports_format(dtype: DType, fmt: Format, rank: int, channels: int) -> bool:
     return bool(library().gn_plugin_supports_format(int(dtype), int(fmt), rank, channels))
-
-
-def workspace_bound(params: Params, device: Device) -> int:
-    size = ctypes.c_size_t()
-    status = library().gn_workspace_bound(
-        ctypes.byref(params), ctypes.byref(device), ctypes.byref(size)
-    )
-    if status != Status.SUCCESS:
-        raise KernelError(status, "gn_workspace_bound")
-    return size.value

@@ -1,20 +1,43 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: build the kernels for sm_90, run the GPU tests, benchmark, keep logs.
-#   bash scripts/gpu_check.sh [OUTDIR]      (default: $OUT when set, else build/gpu-check)
+# One call on a GPU machine (H100/H200, at most ~6 minutes): build for sm_90, the GPU tests, the
+# TensorRT plugin driven through its interfaces on the GPU (when TensorRT headers are given),
+# compute-sanitizer memcheck and racecheck on a short case list, then `gn-deploy bench kernels`.
+#   [TENSORRT_INCLUDE_DIR=/path/to/TensorRT/include] bash scripts/gpu_check.sh [OUTDIR]
+# OUTDIR defaults to $OUT when set, else build/gpu-check; each step leaves OUTDIR/STEP.log.
 # Then commit OUTDIR/kernels.md as docs/benchmarks/kernels.md with this command and the date.
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-build/gpu-check}}
 mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+build=build/groupnorm-sm90
+status=0
+
+# step NAME SECONDS COMMAND...: run with a time limit, log to OUTDIR/NAME.log, show the tail.
+step() {
+  local name=$1 limit=$2 start=$SECONDS rc
+  shift 2
+  echo "== $name"
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  rc=$?
+  echo "   exit $rc after $((SECONDS - start)) s"
+  tail -n 6 "$out/$name.log" | sed 's/^/   /'
+  [ "$rc" -eq 0 ] || status=1
+}
+
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv \
   | tee "$out/gpu.txt"
-cmake -S plugins/groupnorm -B build/groupnorm-sm90 -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CUDA_ARCHITECTURES=90 >"$out/build.log"
-cmake --build build/groupnorm-sm90 -j"$(nproc)" >>"$out/build.log" 2>&1
-export GN_DEPLOY_KERNELS_LIB=$PWD/build/groupnorm-sm90/libgn_kernels.so
-status=0
-python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_kernels_gpu.py tests/test_kernels_cpu.py \
-  2>&1 | tee "$out/pytest-gpu.log" || status=$?
-python3 -m gn_deploy.cli bench kernels -o "$out/kernels.md" 2>&1 | tee "$out/bench.log" || status=$?
+trt=()
+[ -n "${TENSORRT_INCLUDE_DIR:-}" ] && trt=(-DTensorRT_INCLUDE_DIR="$(realpath "$TENSORRT_INCLUDE_DIR")")
+step build 300 bash -c "cmake -S plugins/groupnorm -B $build -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CUDA_ARCHITECTURES=90 ${trt[*]} && cmake --build $build -j$(nproc)"
+export GN_DEPLOY_KERNELS_LIB=$PWD/$build/libgn_kernels.so
+step pytest 240 python3 -m pytest -q -p no:cacheprovider -x tests/test_kernels_gpu.py \
+  tests/test_kernels_cpu.py tests/test_plugin_support.py
+if [ -x "$build/plugin_gpu_test" ]; then
+  step plugin-gpu 120 "$build/plugin_gpu_test" "$build/libgn_trt_plugin.so"
+fi
+step memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 1 "$build/gn_sanitize_driver"
+step racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 1 "$build/gn_sanitize_driver"
+step bench 300 python3 -m gn_deploy.cli bench kernels -o "$out/kernels.md"
 exit "$status"

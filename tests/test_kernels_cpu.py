@@ -11,7 +11,8 @@ from gn_deploy import kernels as k
 from tests.kernel_support import cuda_available, needs_library
 
 pytestmark = needs_library
-H200 = k.Device(132, 232448, 9, 0)
+H200 = k.Device(132, 232448, 9, 0, 233472, k.Feature.CLUSTER | k.Feature.COOPERATIVE)
+A100 = k.Device(108, 166912, 8, 0, 167936, k.Feature.COOPERATIVE)
 
 
 @pytest.mark.parametrize(
@@ -20,9 +21,9 @@ H200 = k.Device(132, 232448, 9, 0)
         ({"c": 10, "groups": 3}, k.Status.INVALID_GROUPS),
         ({"groups": 0}, k.Status.INVALID_GROUPS),
         ({"groups": -4}, k.Status.INVALID_GROUPS),
-        ({"n": 0}, k.Status.INVALID_SHAPE),
+        ({"n": -1}, k.Status.INVALID_SHAPE),
         ({"c": 0}, k.Status.INVALID_SHAPE),
-        ({"spatial": 0}, k.Status.INVALID_SHAPE),
+        ({"spatial": -1}, k.Status.INVALID_SHAPE),
         ({"n": 2**40, "c": 2**20, "spatial": 2**20, "groups": 1}, k.Status.INVALID_SHAPE),
         ({"epsilon": -1e-5}, k.Status.INVALID_EPSILON),
         ({"epsilon": math.nan}, k.Status.INVALID_EPSILON),
@@ -80,23 +81,137 @@ def test_small_groups_stay_on_chip() -> None:
 
 
 def test_many_groups_that_fit_stay_on_chip() -> None:
-    # sd-unet-64: a group is 10 channels x 4096 positions of fp16 = 80 KiB
+    # sd-unet-64 at batch 8: a group is 10 channels x 4096 positions of fp16 = 80 KiB
     plan = k.plan(k.make_params(8, 320, 64 * 64, 32, dtype=k.DType.FLOAT16), H200)
     assert plan.path == k.LaunchPath.ONCHIP and plan.blocks == 256
     assert plan.smem_bytes == 10 * 4096 * 2
 
 
-def test_large_groups_stream_and_fill_the_gpu() -> None:
-    # sdxl-vae-1024: 32 groups of 4 Mi elements cannot sit in shared memory
+def _unit_len(params: k.Params) -> int:
+    if params.layout == k.Layout.NHWC:
+        return params.spatial
+    return params.c // params.groups * params.spatial
+
+
+# (N, C, spatial, G, dtype, layout): every DESIGN.md benchmark shape in both layouts, and
+# odd ones (G = C, one position, channels not a multiple of 8 per group).
+TILED_SHAPES = [
+    (n, c, sp, g, dt, lay)
+    for (n, c, sp, g, dt) in [
+        (2, 320, 64 * 64, 32, k.DType.FLOAT16),
+        (2, 1280, 8 * 8, 32, k.DType.FLOAT16),
+        (1, 512, 256 * 256, 32, k.DType.FLOAT16),
+        (1, 128, 1024 * 1024, 32, k.DType.FLOAT16),
+        (2, 256, 100 * 152, 32, k.DType.FLOAT32),
+        (1, 64, 16 * 64 * 64, 32, k.DType.BFLOAT16),
+        (4, 2560, 3 * 4, 2560, k.DType.FLOAT32),
+        (64, 40, 4, 4, k.DType.FLOAT16),
+        (1, 8, 1 << 26, 1, k.DType.FLOAT32),
+    ]
+    for lay in (k.Layout.NCHW, k.Layout.NHWC)
+    if lay == k.Layout.NCHW or g <= 256  # the NHWC tiled path keeps per-group partials
+]
+
+
+@pytest.mark.parametrize("shape", TILED_SHAPES)
+@pytest.mark.parametrize("device", [H200, A100], ids=["h200", "a100"])
+def test_tiled_plan_covers_every_element_within_the_chip(shape: tuple, device: k.Device) -> None:
+    n, c, spatial, g, dtype, layout = shape
+    params = k.make_params(n, c, spatial, g, layout=layout, dtype=dtype)
+    plan = k.plan(params, device, k.LaunchPath.TILED)
+    esize = 4 if dtype == k.DType.FLOAT32 else 2
+    assert plan.path == k.LaunchPath.TILED and plan.vec * esize == 16
+    unit_len = _unit_len(params)
+    # every tile of a unit is owned by one of its blocks, and fits one shared-memory slot
+    assert plan.chunks * plan.tiles * plan.tile >= unit_len
+    assert plan.chunks * plan.tiles * plan.tile - unit_len < plan.chunks * plan.tiles * plan.vec
+    row = c if layout == k.Layout.NHWC else 1
+    assert plan.slot_elems == plan.tile * row and plan.slot_elems % plan.vec == 0
+    # all blocks resident at once (the grid waits on itself): two per SM
+    assert plan.blocks == plan.chunks * plan.units_per_wave <= 2 * device.sm_count
+    assert 2 * (plan.smem_bytes + 2048) <= device.smem_per_sm
+    assert plan.smem_bytes <= device.max_smem_per_block
+    assert plan.workspace_bytes <= k.workspace_size(params)
+
+
+def test_tiled_keeps_units_on_chip_when_they_fit() -> None:
+    # sdxl-vae-1024 NCHW: 32 groups of 8 MiB, each on all 264 blocks with one tile per block
+    # (the other slot stages the next group)
     plan = k.plan(k.make_params(1, 128, 1024 * 1024, 32, dtype=k.DType.FLOAT16), H200)
-    assert plan.path == k.LaunchPath.STREAM
-    assert plan.blocks >= 4 * H200.sm_count
-    assert plan.blocks == 32 * plan.chunks
-    assert plan.workspace_bytes == plan.blocks * 8
+    assert plan.path == k.LaunchPath.TILED and plan.tiles == 1
+    assert plan.units_per_wave == 1 and plan.chunks == 264
+    # sd-vae-256 NCHW: 2 MiB groups, four at a time on 66 blocks each
+    plan = k.plan(k.make_params(1, 512, 256 * 256, 32, dtype=k.DType.FLOAT16), H200)
+    assert (plan.tiles, plan.units_per_wave, plan.chunks) == (1, 4, 66)
+    # its NHWC twin: one 256 MiB sample is over the chip, so tiles are read again
+    nhwc = k.make_params(1, 128, 1024 * 1024, 32, layout=k.Layout.NHWC, dtype=k.DType.FLOAT16)
+    plan = k.plan(nhwc, H200)
+    assert plan.path == k.LaunchPath.TILED and plan.tiles > 2 and plan.chunks == 264
+
+
+@pytest.mark.parametrize(("c", "g"), [(320, 32), (640, 32), (128, 32), (2560, 2560 // 16), (8, 8)])
+def test_nhwc_is_vectorized_for_any_channels_per_group(c: int, g: int) -> None:
+    params = k.make_params(2, c, 32 * 32, g, layout=k.Layout.NHWC, dtype=k.DType.FLOAT16)
+    plan = k.plan(params, H200)
+    assert plan.path in (k.LaunchPath.TILED, k.LaunchPath.ONCHIP) and plan.vec == 8
+
+
+def test_unaligned_pointers_never_get_the_tiled_path() -> None:
+    params = k.make_params(2, 320, 64 * 64, 32, dtype=k.DType.FLOAT16)
+    plan = k.plan(params, H200, aligned=False)
+    assert plan.path != k.LaunchPath.TILED and plan.vec == 1
+    with pytest.raises(k.KernelError) as err:
+        k.plan(params, H200, k.LaunchPath.TILED, aligned=False)
+    assert err.value.status == k.Status.INVALID_PATH
+
+
+def test_tiled_sharing_units_needs_cooperative_launch() -> None:
+    no_coop = k.Device(132, 232448, 9, 0, 233472, k.Feature.CLUSTER)
+    params = k.make_params(1, 512, 256 * 256, 32, dtype=k.DType.FLOAT16)
+    assert k.plan(params, no_coop).path != k.LaunchPath.TILED
+    with pytest.raises(k.KernelError) as err:
+        k.plan(params, no_coop, k.LaunchPath.TILED)
+    assert err.value.status == k.Status.INVALID_PATH
+
+
+@pytest.mark.parametrize("shape", TILED_SHAPES)
+@pytest.mark.parametrize("features", [0, 1, 2, 3])
+@pytest.mark.parametrize("cc", [(8, 0), (9, 0), (12, 0)])
+def test_planner_never_picks_a_path_the_binary_lacks(shape: tuple, features: int, cc) -> None:
+    # Clusters only where gn_query_device found cluster code for the GPU in the library,
+    # whatever the compute capability says; shared tiled units only with cooperative launch.
+    n, c, spatial, g, dtype, layout = shape
+    device = k.Device(132, 232448, cc[0], cc[1], 233472, features)
+    plan = k.plan(k.make_params(n, c, spatial, g, layout=layout, dtype=dtype), device)
+    if not features & k.Feature.CLUSTER:
+        assert plan.path != k.LaunchPath.CLUSTER
+    if not features & k.Feature.COOPERATIVE:
+        assert plan.path != k.LaunchPath.TILED or plan.chunks == 1
+
+
+def test_forced_paths_refuse_what_they_cannot_serve() -> None:
+    big = k.make_params(1, 128, 1024 * 1024, 32, dtype=k.DType.FLOAT16)
+    with pytest.raises(k.KernelError) as err:
+        k.plan(big, H200, k.LaunchPath.ONCHIP)  # 8 MiB groups do not fit one block
+    assert err.value.status == k.Status.INVALID_PATH
+    with pytest.raises(k.KernelError) as err:
+        k.plan(k.make_params(2, 320, 4096, 32), A100, k.LaunchPath.CLUSTER)
+    assert err.value.status == k.Status.INVALID_PATH
+    assert k.plan(big, H200, k.LaunchPath.STREAM).path == k.LaunchPath.STREAM
+
+
+@pytest.mark.parametrize(("n", "spatial"), [(0, 64), (2, 0), (0, 0)])
+def test_empty_tensors_are_a_successful_no_op(n: int, spatial: int) -> None:
+    params = k.make_params(n, 8, spatial, 4)
+    assert k.validate(params) == k.Status.SUCCESS
+    assert k.plan(params, H200).path == k.LaunchPath.EMPTY
+    # nothing is launched and no pointer is needed, GPU or not
+    status = k.library().gn_forward(ctypes.byref(params), None, None, None, None, None, 0, None)
+    assert status == k.Status.SUCCESS
 
 
 def test_stream_chunks_are_bounded_by_work() -> None:
-    device = k.Device(132, 0, 9, 0)  # no shared memory: everything streams
+    device = k.Device(132, 0, 9, 0, 0, 0)  # no shared memory: everything streams
     plan = k.plan(k.make_params(1, 4, 9, 2), device)
     assert plan.path == k.LaunchPath.STREAM and plan.chunks == 1 and plan.vec == 1
 
@@ -112,9 +227,11 @@ def test_stream_chunks_are_bounded_by_work() -> None:
         (k.Layout.NHWC, 32, 8, 9, k.DType.FLOAT32, 4),
     ],
 )
-def test_vector_width(layout: int, c: int, g: int, spatial: int, dtype: int, vec: int) -> None:
-    plan = k.plan(k.make_params(2, c, spatial, g, layout=layout, dtype=dtype), H200)
-    assert plan.vec == vec
+def test_stream_vector_width(
+    layout: int, c: int, g: int, spatial: int, dtype: int, vec: int
+) -> None:
+    params = k.make_params(2, c, spatial, g, layout=layout, dtype=dtype)
+    assert k.plan(params, H200, k.LaunchPath.STREAM).vec == vec
 
 
 def test_unusable_device() -> None:
@@ -143,27 +260,17 @@ def test_bench_kernels_without_gpu_is_a_clear_error(capsys: pytest.CaptureFixtur
     assert "needs a CUDA GPU" in capsys.readouterr().err
 
 
-A100 = k.Device(108, 166912, 8, 0)
-
-
-def test_hopper_clusters_read_x_once_when_groups_are_few() -> None:
-    # sd-unet-64: 64 groups of 80 KiB would leave half an H200 idle with one block per group
-    params = k.make_params(2, 320, 64 * 64, 32, dtype=k.DType.FLOAT16)
-    plan = k.plan(params, H200)
-    assert plan.path == k.LaunchPath.CLUSTER
-    assert plan.chunks == 4 and plan.blocks == 256 >= H200.sm_count
-    assert plan.smem_bytes == 10 * 4096 * 2 // 4 and plan.workspace_bytes == 0
-    assert k.plan(params, A100).path == k.LaunchPath.STREAM, "no clusters before Hopper"
-
-
-def test_cluster_holds_groups_larger_than_one_block() -> None:
+def test_hopper_clusters_hold_groups_larger_than_one_block() -> None:
     # det-head fp32: a group is 8 x 15200 floats = 475 KiB, over one block's shared memory
-    plan = k.plan(k.make_params(2, 256, 100 * 152, 32), H200)
+    plan = k.plan(k.make_params(2, 256, 100 * 152, 32), H200, k.LaunchPath.CLUSTER)
     assert plan.path == k.LaunchPath.CLUSTER and plan.chunks == 4
     assert plan.smem_bytes <= H200.max_smem_per_block
 
 
-def test_groups_too_large_for_a_cluster_stream() -> None:
-    # sd-vae-256: 2 MiB groups exceed 8 blocks' shared memory
-    plan = k.plan(k.make_params(1, 512, 256 * 256, 32, dtype=k.DType.FLOAT16), H200)
-    assert plan.path == k.LaunchPath.STREAM
+@pytest.mark.parametrize("name", ["gamma", "beta"])
+@pytest.mark.parametrize("length", [7, 9])
+def test_short_or_long_gamma_beta_is_an_error(name: str, length: int) -> None:
+    torch = pytest.importorskip("torch", reason="group_norm takes torch tensors")
+    x = torch.zeros(2, 8, 4, 4)
+    with pytest.raises(k.GnDeployError, match=rf"{name} must have shape \[8\]"):
+        k.group_norm(x, 4, **{name: torch.ones(length)})

@@ -10,7 +10,6 @@ from tests.kernel_support import needs_library
 
 pytestmark = needs_library
 I32, F32 = k.FieldType.INT32, k.FieldType.FLOAT32
-H200 = k.Device(132, 232448, 9, 0)
 
 
 def _fields(groups=32, eps=1e-5, act=1, eps_type=F32):
@@ -89,10 +88,32 @@ def test_formats(dtype: k.DType, fmt: k.Format, rank: int, channels: int, ok: bo
     assert k.plugin_supports_format(dtype, fmt, rank, channels) is ok
 
 
+DEVICES = [
+    k.Device(132, 232448, 9, 0, 233472, 3),  # H100/H200
+    k.Device(108, 166912, 8, 0, 167936, 2),  # A100
+    k.Device(28, 101376, 8, 9, 102400, 2),  # a small Ada part
+    k.Device(2048, 232448, 12, 0, 233472, 0),  # more SMs than any GPU, no cooperative launch
+]
+
+
 @pytest.mark.parametrize("dtype", list(k.DType))
+@pytest.mark.parametrize("layout", list(k.Layout))
 @pytest.mark.parametrize("spatial", [1, 64, 4096, 1 << 20])
-def test_workspace_bound_covers_every_smaller_batch(dtype: k.DType, spatial: int) -> None:
-    bound = k.workspace_bound(k.make_params(8, 128, spatial, 32, dtype=dtype), H200)
-    for n in range(1, 9):
-        plan = k.plan(k.make_params(n, 128, spatial, 32, dtype=dtype), H200)
-        assert plan.workspace_bytes <= bound
+def test_workspace_bound_covers_every_smaller_shape_on_every_device(
+    dtype: k.DType, layout: k.Layout, spatial: int
+) -> None:
+    # The bound is what the plugin asks TensorRT for at build time, maybe on a machine with
+    # no GPU or another GPU: it may depend on the shape only, and cover any device's plan.
+    bound = k.workspace_size(k.make_params(8, 128, spatial, 32, layout=layout, dtype=dtype))
+    for n in range(0, 9):
+        for s in {0, 1, spatial // 2, spatial}:
+            params = k.make_params(n, 128, s, 32, layout=layout, dtype=dtype)
+            assert k.workspace_size(params) <= bound
+            for device in DEVICES:
+                for path in (k.LaunchPath.AUTO, k.LaunchPath.STREAM, k.LaunchPath.TILED):
+                    try:
+                        plan = k.plan(params, device, path)
+                    except k.KernelError as err:
+                        assert err.status == k.Status.INVALID_PATH
+                        continue
+                    assert plan.workspace_bytes <= bound

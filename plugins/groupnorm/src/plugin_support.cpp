@@ -1,4 +1,4 @@
-// TensorRT-free logic of the FusedGroupNorm plugin: fields, formats, workspace bound.
+// TensorRT-free logic of the FusedGroupNorm plugin: fields and formats.
 #include "groupnorm/plugin_support.h"
 
 #include <cmath>
@@ -106,17 +106,4 @@ extern "C" int32_t gn_plugin_supports_format(int32_t dtype, int32_t format, int3
 
 extern "C" int32_t gn_plugin_layout(int32_t format) {
   return format == GN_FORMAT_LINEAR ? GN_NCHW : GN_NHWC;
-}
-
-extern "C" gn_status gn_workspace_bound(const gn_params* params, const gn_device* device,
-                                        size_t* bytes) {
-  gn_plan plan;
-  const gn_status status = gn_plan_launch(params, device, &plan);
-  if (status != GN_SUCCESS) return status;
-  if (bytes == nullptr) return GN_ERROR_NULL_POINTER;
-  // A streaming launch uses N*G*chunks blocks with chunks <= ceil(4*SMs / (N*G)), so fewer
-  // than N*G + 4*SMs blocks for any batch up to N; each keeps two floats.
-  const int64_t blocks = params->n * params->groups + 4 * static_cast<int64_t>(device->sm_count);
-  *bytes = static_cast<size_t>(blocks) * 2 * sizeof(float);
-  return GN_SUCCESS;
 }

@@ -165,12 +165,12 @@ class FusedGroupNormPlugin final : public IPluginV3,
   size_t getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
                           DynamicPluginTensorDesc const* /*outputs*/,
                           int32_t /*nbOutputs*/) const noexcept override {
+    // The bound depends on the shapes only, never on the GPU: the engine may be built on a
+    // machine without one and run on any other; enqueue then asks for no more than this.
     gn_params params{};
-    gn_device device{};
     size_t bytes = 0;
     if (nbInputs != kInputs || !make_params(inputs[0].max, inputs[0].desc, &params) ||
-        gn_query_device(&device) != GN_SUCCESS ||
-        gn_workspace_bound(&params, &device, &bytes) != GN_SUCCESS) {
+        gn_workspace_size(&params, &bytes) != GN_SUCCESS) {
       log(ILogger::Severity::kERROR, "cannot size the workspace for these shapes");
       return 0;
     }

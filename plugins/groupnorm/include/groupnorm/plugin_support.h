@@ -1,7 +1,8 @@
 /*
- * TensorRT-free logic of the FusedGroupNorm plugin (DESIGN.md, "The plugin op"): field
- * validation, format support and workspace sizing. The TensorRT adapter maps TensorRT's enums
- * onto these and decides nothing itself, so all of this is tested on the CPU.
+ * TensorRT-free logic of the FusedGroupNorm plugin (docs/design.md, "The plugin op"): field
+ * validation and format support; the workspace is gn_workspace_size (device-independent).
+ * The TensorRT adapter maps TensorRT's enums onto these and decides nothing itself, so all of
+ * this is tested on the CPU.
  */
 #ifndef GN_DEPLOY_PLUGIN_SUPPORT_H
 #define GN_DEPLOY_PLUGIN_SUPPORT_H
@@ -62,13 +63,6 @@ GN_API int32_t gn_plugin_supports_format(int32_t dtype, int32_t format, int32_t 
 
 /* The kernels' layout for a supported format. */
 GN_API int32_t gn_plugin_layout(int32_t format);
-
-/*
- * Workspace that covers every shape up to params (N at its maximum) on the device: the
- * plugin asks for this once at build time, whatever shapes arrive later.
- */
-GN_API gn_status gn_workspace_bound(const gn_params* params, const gn_device* device,
-                                    size_t* bytes);
 
 #ifdef __cplusplus
 }

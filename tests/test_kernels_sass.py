@@ -1,0 +1,99 @@
+"""The kernels' Hopper machine code, read without a GPU: what guards their speed in CI.
+
+Every vector specialisation moves x in 16-byte accesses (LDG.E.128, or LDGSTS.*.128 copies into
+shared memory) and no kernel touches local memory (LDL/STL: spills or a stack array).
+cuobjdump comes from PyPI (nvidia-cuda-cuobjdump, in the dev extra).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from gn_deploy import kernels
+
+ARCH = "sm_90"
+
+
+def _cuobjdump() -> Path | None:
+    beside_python = Path(sys.executable).parent.parent.glob(
+        "lib/python*/site-packages/nvidia/*/bin"
+    )
+    for folder in beside_python:
+        if (folder / "cuobjdump").is_file():
+            return folder / "cuobjdump"
+    found = shutil.which("cuobjdump")
+    return Path(found) if found else None
+
+
+pytestmark = [
+    pytest.mark.skipif(
+        not kernels.library_path().is_file(),
+        reason=f"GN kernel library not built at {kernels.library_path()}: needs nvcc",
+    ),
+    pytest.mark.skipif(
+        _cuobjdump() is None, reason="cuobjdump not found (pip install nvidia-cuda-cuobjdump)"
+    ),
+]
+
+
+@cache
+def _functions() -> dict[str, str]:
+    """Mangled kernel name -> its sm_90 SASS."""
+    out = subprocess.run(
+        [str(_cuobjdump()), "-sass", "-arch", ARCH, str(kernels.library_path())],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    parts = re.split(r"^\s*Function : (\S+)\s*$", out, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def _kernel(pattern: str) -> list[tuple[str, str]]:
+    return [(name, sass) for name, sass in _functions().items() if re.search(pattern, name)]
+
+
+def test_the_library_holds_every_kernel_for_hopper() -> None:
+    names = " ".join(_functions())
+    for kernel in ("onchip_kernel", "cluster_kernel", "stats_kernel", "normalize_kernel"):
+        for t in ("If", "I6__half", "I13__nv_bfloat16"):
+            assert re.search(rf"{kernel}{t}Li(1|4|8)E", names), f"{kernel} {t} missing"
+    assert len(_kernel(r"tiled_kernel")) == 6  # 3 dtypes x 2 layouts
+
+
+WIDE_LOAD = re.compile(r"\b(LDG\.E\.128|LDGSTS\.E(\.\w+)*\.128)\b")
+NARROW_HALF_LOAD = re.compile(r"\bLDG\.E\.U16\b")
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"(onchip|cluster|stats|normalize)_kernelIfLi4E",
+        r"(onchip|cluster|stats|normalize)_kernelI6__halfLi8E",
+        r"(onchip|cluster|stats|normalize)_kernelI13__nv_bfloat16Li8E",
+        r"tiled_kernel",
+    ],
+)
+def test_vector_kernels_load_x_in_16_byte_accesses(pattern: str) -> None:
+    found = _kernel(pattern)
+    assert found, f"no kernel matches {pattern}"
+    for name, sass in found:
+        assert WIDE_LOAD.search(sass), f"{name}: no 128-bit global load"
+        assert not NARROW_HALF_LOAD.search(sass), f"{name}: 16-bit loads of x"
+
+
+def test_no_kernel_touches_local_memory() -> None:
+    offenders = [name for name, sass in _functions().items() if re.search(r"\b(LDL|STL)\b", sass)]
+    assert not offenders, f"local memory (spills or stack arrays) in {offenders}"
+
+
+def test_tiled_kernel_stores_y_streaming_in_16_bytes() -> None:
+    for name, sass in _kernel(r"tiled_kernel"):
+        assert re.search(r"\bSTG\.E\.EF\.128\b", sass), f"{name}: no 16-byte streaming store"
