@@ -1,4 +1,4 @@
-"""Benchmarks. `fuse`: wall time of `gn-deploy fuse`; `kernels`: GN kernels vs torch on a GPU."""
+"""Benchmarks. `fuse`: wall time of `gn-deploy fuse`; `kernels`: see kernel_bench.py."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import onnx
-
-from gn_deploy.errors import GnDeployError
 
 
 def _builtin_models(workdir: Path) -> list[Path]:
@@ -104,124 +102,6 @@ def bench_fuse(models: Sequence[str | Path], repeat: int) -> str:
         "",
         "| model | nodes | tool | GN fused | median s | min s |",
         "|---|---|---|---|---|---|",
-    ]
-    return "\n".join(head + rows)
-
-
-# DESIGN.md, "Benchmark shapes (kernels)": name, N, C, spatial, G, dtype.
-KERNEL_SHAPES = [
-    ("sd-unet-64", 2, 320, (64, 64), 32, "float16"),
-    ("sd-unet-32", 2, 640, (32, 32), 32, "float16"),
-    ("sd-unet-16", 2, 1280, (16, 16), 32, "float16"),
-    ("sd-unet-8", 2, 1280, (8, 8), 32, "float16"),
-    ("sd-vae-256", 1, 512, (256, 256), 32, "float16"),
-    ("sd-vae-512", 1, 256, (512, 512), 32, "float16"),
-    ("sdxl-vae-1024", 1, 128, (1024, 1024), 32, "float16"),
-    ("det-head", 2, 256, (100, 152), 32, "float32"),
-    ("video-3d", 1, 64, (16, 64, 64), 32, "bfloat16"),
-]
-
-
-def _median_ms(torch: Any, fn: Callable[[int], object], repeat: int) -> float:
-    """Median of per-call CUDA-event times; call i uses buffer set i (rotating past L2)."""
-    for i in range(10):
-        fn(i)
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
-    for i in range(repeat):
-        starts[i].record()
-        fn(i)
-        ends[i].record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends, strict=True))
-
-
-def _copy_bandwidth(torch: Any) -> float:
-    """Device-to-device copy bandwidth in GB/s, counting bytes read plus bytes written."""
-    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    ms = _median_ms(torch, lambda i: dst.copy_(src), 20)
-    return 2 * src.numel() / ms / 1e6
-
-
-def _kernel_row(
-    torch: Any,
-    compiled: Any,
-    shape: tuple,
-    layout: str,
-    repeat: int,
-    floor: tuple[float, float, int],
-) -> str:
-    """Time one shape and layout: ours, torch's group_norm and torch.compile of it."""
-    from gn_deploy.kernels import group_norm
-
-    name, n, c, spatial, g, dtype_name = shape
-    copy_gbs, launch_us, l2_bytes = floor
-    dtype = getattr(torch, dtype_name)
-    nbytes = n * c * math.prod(spatial) * dtype.itemsize
-    sets = max(1, math.ceil(3 * l2_bytes / nbytes))
-    gamma = torch.rand(c, device="cuda") + 0.5
-    beta = torch.randn(c, device="cuda")
-    xs = [torch.randn((n, c, *spatial), device="cuda").to(dtype) for _ in range(sets)]
-    ours_in = xs
-    if layout == "NHWC":
-        fmt = torch.channels_last if len(spatial) == 2 else torch.channels_last_3d
-        xs = [x.contiguous(memory_format=fmt) for x in xs]
-        ours_in = [x.movedim(1, -1) for x in xs]  # the same memory seen as [N, *spatial, C]
-    ys = [torch.empty_like(x) for x in ours_in]
-    g_w, b_w = gamma.to(dtype), beta.to(dtype)
-
-    def run_ours(i: int) -> object:
-        return group_norm(ours_in[i % sets], g, gamma, beta, layout=layout, out=ys[i % sets])
-
-    def run_eager(i: int) -> object:
-        return torch.nn.functional.group_norm(xs[i % sets], g, g_w, b_w)
-
-    def run_compiled(i: int) -> object:
-        return compiled(xs[i % sets], g, g_w, b_w)
-
-    ours = _median_ms(torch, run_ours, repeat)
-    eager = _median_ms(torch, run_eager, repeat)
-    comp = _median_ms(torch, run_compiled, repeat)
-    gbs = 2 * nbytes / ours / 1e6
-    floor_us = launch_us + 2 * nbytes / copy_gbs / 1e3
-    return (
-        f"| {name} | {layout} | {dtype_name} | {nbytes / 2**20:.1f} | {ours * 1e3:.1f} | "
-        f"{gbs:.0f} | {100 * gbs / copy_gbs:.0f}% | {eager * 1e3:.1f} | {comp * 1e3:.1f} | "
-        f"{min(eager, comp) / ours:.2f}x | {ours * 1e3 / floor_us:.2f} |"
-    )
-
-
-def bench_kernels(repeat: int) -> str:
-    from gn_deploy.export import require_torch
-
-    torch = require_torch()
-    if not torch.cuda.is_available():
-        raise GnDeployError("bench kernels needs a CUDA GPU (torch.cuda.is_available() is False)")
-    props = torch.cuda.get_device_properties(0)
-    copy_gbs = _copy_bandwidth(torch)
-    tiny = torch.zeros(1, device="cuda")
-    launch_us = _median_ms(torch, lambda i: tiny.add_(1), repeat) * 1e3
-    compiled = torch.compile(torch.nn.functional.group_norm)
-    floor = (copy_gbs, launch_us, props.L2_cache_size)
-    rows = [
-        _kernel_row(torch, compiled, shape, layout, repeat, floor)
-        for shape in KERNEL_SHAPES
-        for layout in ("NCHW", "NHWC")
-    ]
-    head = [
-        f"command: `gn-deploy bench kernels --repeat {repeat}`",
-        f"date: {datetime.date.today().isoformat()}; GPU: {props.name}; torch {torch.__version__}",
-        f"measured device-to-device copy: {copy_gbs:.0f} GB/s (read + write); "
-        f"one tiny kernel launch: {launch_us:.1f} us",
-        "",
-        "Median per-call time by CUDA events, warm, inputs rotated over enough buffers to "
-        "exceed 3x L2. GB/s counts one read of x and one write of y. `vs floor` is our time "
-        "over (one launch + bytes at copy bandwidth).",
-        "",
-        "| shape | layout | dtype | MiB | ours us | GB/s | of copy | torch us | "
-        "torch.compile us | speed-up vs best peer | vs floor |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     return "\n".join(head + rows)
 
@@ -351,5 +231,7 @@ def run(what: str, models: Sequence[str], repeat: int, gigabytes: float = 2.2) -
     if what == "scaling":
         return bench_scaling(repeat=repeat)
     if what == "kernels":
-        return bench_kernels(max(repeat, 50))
+        from gn_deploy.kernel_bench import bench_kernels
+
+        return bench_kernels(max(repeat, 60))
     raise ValueError(what)

@@ -1,0 +1,246 @@
+"""`gn-deploy bench kernels`: the GN kernels against torch on a GPU, against the copy roofline.
+
+Times are per call, taken two ways: replays of a CUDA graph of `GRAPH_CALLS` calls (launch
+overhead removed: what a TensorRT engine or a captured pipeline pays) and single launches
+timed by events (launch included). Inputs rotate over enough buffers to exceed 3x L2, so that
+no call reads what the previous one left in L2. Peers run in the same process on the same data.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gn_deploy.errors import GnDeployError
+
+# DESIGN.md, "Benchmark shapes (kernels)": name, N, C, spatial, G, dtype.
+KERNEL_SHAPES = [
+    ("sd-unet-64", 2, 320, (64, 64), 32, "float16"),
+    ("sd-unet-32", 2, 640, (32, 32), 32, "float16"),
+    ("sd-unet-16", 2, 1280, (16, 16), 32, "float16"),
+    ("sd-unet-8", 2, 1280, (8, 8), 32, "float16"),
+    ("sd-vae-256", 1, 512, (256, 256), 32, "float16"),
+    ("sd-vae-512", 1, 256, (512, 512), 32, "float16"),
+    ("sdxl-vae-1024", 1, 128, (1024, 1024), 32, "float16"),
+    ("det-head", 2, 256, (100, 152), 32, "float32"),
+    ("video-3d", 1, 64, (16, 64, 64), 32, "bfloat16"),
+]
+GRAPH_CALLS = 20
+
+
+@dataclass
+class Floor:
+    copy_gbs: float  # device-to-device copy by a kernel, read + write
+    empty_us: float  # one empty kernel inside a CUDA graph
+    l2_bytes: int
+
+
+def _events_ms(torch: Any, fn: Callable[[int], object], repeat: int) -> float:
+    """Median per-call time of single launches (launch overhead included)."""
+    for i in range(5):
+        fn(i)
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
+    for i in range(repeat):
+        starts[i].record()
+        fn(i)
+        ends[i].record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends, strict=True))
+
+
+def _graph_ms(torch: Any, fn: Callable[[int], object], repeat: int) -> float:
+    """Median per-call time over replays of a graph of GRAPH_CALLS calls (i rotates buffers)."""
+    for i in range(3):
+        fn(i)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+        for i in range(GRAPH_CALLS):
+            fn(i)
+    graph.replay()
+    times = []
+    for _ in range(max(3, repeat // GRAPH_CALLS)):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / GRAPH_CALLS)
+    return statistics.median(times)
+
+
+def _peer_ms(torch: Any, fn: Callable[[int], object], repeat: int) -> float:
+    """A peer's time: the better of graph replay and single launches."""
+    return min(_graph_ms(torch, fn, repeat), _events_ms(torch, fn, repeat))
+
+
+def measure_floor(torch: Any, repeat: int) -> Floor:
+    src = torch.empty(1 << 29, dtype=torch.float16, device="cuda").normal_()
+    dst = torch.empty_like(src)
+    ms = _graph_ms(torch, lambda i: torch.neg(src, out=dst), repeat)
+    tiny = torch.zeros(1, device="cuda")
+    empty_ms = _graph_ms(torch, lambda i: tiny.add_(1), repeat)
+    props = torch.cuda.get_device_properties(0)
+    return Floor(2 * src.numel() * 2 / ms / 1e6, empty_ms * 1e3, props.L2_cache_size)
+
+
+@dataclass
+class Row:
+    name: str
+    layout: str
+    dtype: str
+    mib: float
+    path: str
+    graph_us: float
+    launch_us: float
+    stream_us: float
+    eager_us: float
+    compiled_us: float
+    floor: Floor
+
+    @property
+    def gbs(self) -> float:
+        return 2 * self.mib * 2**20 / self.graph_us / 1e3
+
+    @property
+    def floor_us(self) -> float:
+        return self.floor.empty_us + 2 * self.mib * 2**20 / self.floor.copy_gbs / 1e3
+
+    def markdown(self) -> str:
+        best = min(self.eager_us, self.compiled_us)
+        return (
+            f"| {self.name} | {self.layout} | {self.dtype} | {self.mib:.1f} | {self.path} | "
+            f"{self.graph_us:.1f} | {self.launch_us:.1f} | {self.stream_us:.1f} | {self.gbs:.0f} | "
+            f"{100 * self.gbs / self.floor.copy_gbs:.0f}% | {self.eager_us:.1f} | "
+            f"{self.compiled_us:.1f} | {best / self.graph_us:.2f}x | "
+            f"{self.graph_us / self.floor_us:.2f} |"
+        )
+
+
+def _planned_path(shape: tuple, layout: str) -> str:
+    from gn_deploy import kernels as k
+
+    _, n, c, spatial, g, dtype = shape
+    params = k.make_params(
+        n, c, math.prod(spatial), g, layout=k.Layout[layout], dtype=k.DType[dtype.upper()]
+    )
+    plan = k.plan(params, k.query_device())
+    return k.LaunchPath(plan.path).name.lower()
+
+
+def measure_row(torch: Any, compiled: Any, shape: tuple, layout: str, repeat: int, floor: Floor):
+    """One shape and layout: ours (graph and single launch), torch eager, torch.compile."""
+    from gn_deploy.kernels import LaunchPath, group_norm
+
+    name, n, c, spatial, g, dtype_name = shape
+    dtype = getattr(torch, dtype_name)
+    nbytes = n * c * math.prod(spatial) * dtype.itemsize
+    sets = max(2, math.ceil(3 * floor.l2_bytes / nbytes))
+    gamma = torch.rand(c, device="cuda") + 0.5
+    beta = torch.randn(c, device="cuda")
+    xs = [torch.randn((n, c, *spatial), device="cuda").to(dtype) for _ in range(sets)]
+    ours_in = xs
+    if layout == "NHWC":
+        fmt = torch.channels_last if len(spatial) == 2 else torch.channels_last_3d
+        xs = [x.contiguous(memory_format=fmt) for x in xs]
+        ours_in = [x.movedim(1, -1) for x in xs]  # the same memory seen as [N, *spatial, C]
+    ys = [torch.empty_like(x) for x in ours_in]
+    g_w, b_w = gamma.to(dtype), beta.to(dtype)
+
+    def ours(i: int) -> object:
+        return group_norm(ours_in[i % sets], g, gamma, beta, layout=layout, out=ys[i % sets])
+
+    def two_pass(i: int) -> object:
+        return group_norm(
+            ours_in[i % sets],
+            g,
+            gamma,
+            beta,
+            layout=layout,
+            out=ys[i % sets],
+            path=LaunchPath.STREAM,
+        )
+
+    def eager(i: int) -> object:
+        return torch.nn.functional.group_norm(xs[i % sets], g, g_w, b_w)
+
+    def comp(i: int) -> object:
+        return compiled(xs[i % sets], g, g_w, b_w)
+
+    return Row(
+        name,
+        layout,
+        dtype_name,
+        nbytes / 2**20,
+        _planned_path(shape, layout),
+        _graph_ms(torch, ours, repeat) * 1e3,
+        _events_ms(torch, ours, repeat) * 1e3,
+        _graph_ms(torch, two_pass, repeat) * 1e3,
+        _peer_ms(torch, eager, repeat) * 1e3,
+        _peer_ms(torch, comp, repeat) * 1e3,
+        floor,
+    )
+
+
+def _summary(rows: list[Row]) -> list[str]:
+    by_shape: dict[str, dict[str, Row]] = {}
+    for row in rows:
+        by_shape.setdefault(row.name, {})[row.layout] = row
+    large = [r for r in rows if r.mib >= 64]
+    lines = [
+        "",
+        "Targets (issue 10):",
+        f"- >= 85% of copy on every shape >= 64 MiB: worst "
+        f"{min((100 * r.gbs / r.floor.copy_gbs for r in large), default=float('nan')):.0f}%",
+        f"- >= 1.0x the best torch peer: worst "
+        f"{min(min(r.eager_us, r.compiled_us) / r.graph_us for r in rows):.2f}x",
+        f"- NHWC <= 1.10x NCHW: worst "
+        f"{max(v['NHWC'].graph_us / v['NCHW'].graph_us for v in by_shape.values()):.2f}x",
+        f"- small shapes (< 8 MiB) <= 1.5x the floor: worst "
+        f"{max((r.graph_us / r.floor_us for r in rows if r.mib < 8), default=float('nan')):.2f}x",
+    ]
+    return lines
+
+
+def bench_kernels(repeat: int) -> str:
+    from gn_deploy.export import require_torch
+
+    torch = require_torch()
+    if not torch.cuda.is_available():
+        raise GnDeployError("bench kernels needs a CUDA GPU (torch.cuda.is_available() is False)")
+    props = torch.cuda.get_device_properties(0)
+    floor = measure_floor(torch, repeat)
+    compiled = torch.compile(torch.nn.functional.group_norm, dynamic=False)
+    rows = []
+    for shape in KERNEL_SHAPES:
+        for layout in ("NCHW", "NHWC"):
+            print(f"bench kernels: {shape[0]} {layout}", file=sys.stderr, flush=True)
+            rows.append(measure_row(torch, compiled, shape, layout, repeat, floor))
+            torch.cuda.empty_cache()
+    head = [
+        f"command: `gn-deploy bench kernels --repeat {repeat}`",
+        f"date: {datetime.date.today().isoformat()}; GPU: {props.name} "
+        f"({props.multi_processor_count} SMs, L2 {props.L2_cache_size / 2**20:.0f} MiB); "
+        f"torch {torch.__version__}",
+        f"copy by a kernel, read + write: {floor.copy_gbs:.0f} GB/s; empty kernel in a graph: "
+        f"{floor.empty_us:.1f} us",
+        "",
+        f"`us` is the median per call over replays of a CUDA graph of {GRAPH_CALLS} calls; "
+        "peers get the better of that and single launches; `launch us` is a single launch "
+        "timed by events. GB/s counts one read of x and one write of y. `vs floor`: our time "
+        "over (empty kernel + bytes at copy bandwidth). `path`: the planner's choice; "
+        "`stream us`: our two-pass stream path (x read twice) on the same data, the in-run "
+        "baseline.",
+        "",
+        "| shape | layout | dtype | MiB | path | us | launch us | stream us | GB/s | of copy | "
+        "torch us | torch.compile us | vs best peer | vs floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    return "\n".join(head + [r.markdown() for r in rows] + _summary(rows))
