@@ -7,7 +7,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-#include <dlfcn.h>
 
 #include <cmath>
 #include <cstdint>
@@ -17,36 +16,18 @@
 #include <string>
 #include <vector>
 
+#include "plugin_test_support.h"
+
 using namespace nvinfer1;
+using plugin_test::check;
 
 namespace {
-
-int g_failed = 0;
-int g_passed = 0;
-
-void check(bool ok, const std::string& what) {
-  if (ok) {
-    ++g_passed;
-  } else {
-    ++g_failed;
-    std::printf("FAILED: %s\n", what.c_str());
-  }
-}
 
 class Logger : public ILogger {
  public:
   void log(Severity severity, AsciiChar const* msg) noexcept override {
     if (severity <= Severity::kERROR) std::printf("plugin: %s\n", msg);
   }
-};
-
-class Finder : public ILoggerFinder {
- public:
-  explicit Finder(ILogger* logger) : logger_(logger) {}
-  ILogger* findLogger() override { return logger_; }
-
- private:
-  ILogger* logger_;
 };
 
 Dims dims_of(const std::vector<int64_t>& v) {
@@ -258,24 +239,12 @@ int main(int argc, char** argv) {
     std::printf("usage: %s libgn_trt_plugin.so\n", argv[0]);
     return 2;
   }
-  void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
-  if (lib == nullptr) {
-    std::printf("cannot load %s: %s\n", argv[1], dlerror());
-    return 2;
-  }
-  using GetCreators = IPluginCreatorInterface* const* (*)(int32_t&);
-  using SetLoggerFinder = void (*)(ILoggerFinder*);
-  auto get_creators = reinterpret_cast<GetCreators>(dlsym(lib, "getCreators"));
-  auto set_logger_finder = reinterpret_cast<SetLoggerFinder>(dlsym(lib, "setLoggerFinder"));
-  if (get_creators == nullptr || set_logger_finder == nullptr) {
-    std::printf("the library does not export getCreators/setLoggerFinder\n");
-    return 1;
-  }
   Logger logger;
-  Finder finder(&logger);
-  set_logger_finder(&finder);
+  plugin_test::Finder finder(&logger);
   int32_t count = 0;
-  auto* creator = static_cast<IPluginCreatorV3One*>(get_creators(count)[0]);
+  IPluginCreatorInterface* const* creators = plugin_test::load_creators(argv[1], &finder, &count);
+  if (creators == nullptr || count < 1) return 2;
+  auto* creator = static_cast<IPluginCreatorV3One*>(creators[0]);
   const Case cases[] = {
       {"fp32 LINEAR", DataType::kFLOAT, TensorFormat::kLINEAR, {4, 64, 24, 24}, {2, 64, 24, 24}, 8, false},
       {"fp16 LINEAR", DataType::kHALF, TensorFormat::kLINEAR, {4, 320, 32, 32}, {1, 320, 32, 32}, 32, false},
@@ -288,6 +257,5 @@ int main(int argc, char** argv) {
       {"fp32 LINEAR large groups", DataType::kFLOAT, TensorFormat::kLINEAR, {1, 8, 512, 512}, {1, 8, 512, 512}, 2, false},
   };
   for (const Case& tc : cases) run_case(creator, tc);
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return plugin_test::report();
 }

@@ -2,28 +2,18 @@
 // fields, field validation with logged reasons, serialization round trip, capabilities, formats.
 // Usage: plugin_interface_test path/to/libgn_trt_plugin.so   (exit code 0 when every check holds)
 #include <NvInferRuntime.h>
-#include <dlfcn.h>
 
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "plugin_test_support.h"
+
 using namespace nvinfer1;
+using plugin_test::check;
 
 namespace {
-
-int g_failed = 0;
-int g_passed = 0;
-
-void check(bool ok, const std::string& what) {
-  if (ok) {
-    ++g_passed;
-  } else {
-    ++g_failed;
-    std::printf("FAILED: %s\n", what.c_str());
-  }
-}
 
 class CapturingLogger : public ILogger {
  public:
@@ -31,15 +21,6 @@ class CapturingLogger : public ILogger {
     if (severity <= Severity::kERROR) last_error = msg;
   }
   std::string last_error;
-};
-
-class Finder : public ILoggerFinder {
- public:
-  explicit Finder(ILogger* logger) : logger_(logger) {}
-  ILogger* findLogger() override { return logger_; }
-
- private:
-  ILogger* logger_;
 };
 
 struct Fields {
@@ -99,23 +80,11 @@ int main(int argc, char** argv) {
     std::printf("usage: %s libgn_trt_plugin.so\n", argv[0]);
     return 2;
   }
-  void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
-  if (lib == nullptr) {
-    std::printf("cannot load %s: %s\n", argv[1], dlerror());
-    return 2;
-  }
-  using GetCreators = IPluginCreatorInterface* const* (*)(int32_t&);
-  using SetLoggerFinder = void (*)(ILoggerFinder*);
-  auto get_creators = reinterpret_cast<GetCreators>(dlsym(lib, "getCreators"));
-  auto set_logger_finder = reinterpret_cast<SetLoggerFinder>(dlsym(lib, "setLoggerFinder"));
-  check(get_creators != nullptr && set_logger_finder != nullptr, "exports getCreators, setLoggerFinder");
-  if (get_creators == nullptr || set_logger_finder == nullptr) return 1;
-
   CapturingLogger logger;
-  Finder finder(&logger);
-  set_logger_finder(&finder);
+  plugin_test::Finder finder(&logger);
   int32_t count = 0;
-  IPluginCreatorInterface* const* creators = get_creators(count);
+  IPluginCreatorInterface* const* creators = plugin_test::load_creators(argv[1], &finder, &count);
+  if (creators == nullptr) return 2;
   check(count == 1, "one creator");
   auto* creator = static_cast<IPluginCreatorV3One*>(creators[0]);
   check(std::string(creator->getInterfaceInfo().kind) == "PLUGIN CREATOR_V3ONE", "creator is V3One");
@@ -215,6 +184,5 @@ int main(int argc, char** argv) {
     delete p;
   }
 
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return plugin_test::report();
 }
