@@ -18,7 +18,7 @@ from typing import Any
 
 from gn_deploy.errors import GnDeployError
 
-# DESIGN.md, "Benchmark shapes (kernels)": name, N, C, spatial, G, dtype.
+# docs/design.md, "Benchmark shapes": name, N, C, spatial, G, dtype.
 KERNEL_SHAPES = [
     ("sd-unet-64", 2, 320, (64, 64), 32, "float16"),
     ("sd-unet-32", 2, 640, (32, 32), 32, "float16"),

@@ -1,6 +1,6 @@
 """The FusedGroupNorm op contract shared by `fuse --target trt-plugin` and the TensorRT plugin.
 
-DESIGN.md, "The plugin op", is the specification; this module is its single Python spelling,
+docs/design.md, "The plugin op", is the specification; this module is its single Python spelling,
 plus a numpy implementation for ONNX's reference evaluator.
 """
 

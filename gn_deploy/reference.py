@@ -60,7 +60,7 @@ TOLERANCES = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 1e-2, "float64": 1e-
 
 
 def tolerance_for(dtype: np.dtype | str) -> float:
-    """Relative-L2 tolerance of DESIGN.md for an I/O dtype name or numpy dtype."""
+    """Relative-L2 tolerance of docs/design.md for an I/O dtype name or numpy dtype."""
     name = str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
     try:
         return TOLERANCES[name]

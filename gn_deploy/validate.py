@@ -70,7 +70,7 @@ def compare(
     expected: np.ndarray,
     tolerance: float | None = None,
 ) -> Comparison:
-    """Per-output metrics of ``actual`` against ``expected`` (DESIGN.md's tolerance by dtype)."""
+    """Per-output metrics of ``actual`` against ``expected`` (the design's tolerance by dtype)."""
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:

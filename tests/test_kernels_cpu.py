@@ -93,7 +93,7 @@ def _unit_len(params: k.Params) -> int:
     return params.c // params.groups * params.spatial
 
 
-# (N, C, spatial, G, dtype, layout): every DESIGN.md benchmark shape in both layouts, and
+# (N, C, spatial, G, dtype, layout): every benchmark shape of docs/design.md in both layouts, and
 # odd ones (G = C, one position, channels not a multiple of 8 per group).
 TILED_SHAPES = [
     (n, c, sp, g, dt, lay)

@@ -1,4 +1,4 @@
-"""`validate`: torch vs ONNX Runtime vs the reference evaluator, judged by DESIGN.md tolerances."""
+"""`validate`: torch vs ONNX Runtime vs the reference evaluator, by the design's tolerances."""
 
 from __future__ import annotations
 
