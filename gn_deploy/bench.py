@@ -170,7 +170,9 @@ def _large_model(path: Path, gigabytes: float) -> tuple[int, int]:
         back = ir.node("Reshape", [norm.outputs[0], shape.outputs[0]])
         nodes += [conv, grouped, norm, shape, back]
         value = back.outputs[0]
-    graph = ir.Graph([x], [value], nodes=nodes, initializers=inits, opset_imports={"": 17})
+    graph = ir.Graph(
+        [x], [value], nodes=nodes, initializers=inits, opset_imports={"": 17}, name="large"
+    )
     ir.save(ir.Model(graph, ir_version=10), path, external_data=path.name + ".data")
     return blocks, weight_bytes
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gn_deploy import __version__
@@ -56,7 +57,6 @@ def _print_fuse_report(report: FuseReport, report_path: str | None) -> None:
         print(f"note: {note}")
     print(report.summary())
     if report_path:
-        report.write_json(report_path)
         print(f"report written to {report_path}")
 
 
@@ -70,6 +70,7 @@ def _fuse(args: argparse.Namespace) -> int:
         verify=not args.no_verify,
         seed=args.seed,
         strict=args.strict,
+        report_path=args.report,
     )
     _print_fuse_report(report, args.report)
     print(f"wrote {report.output}")
@@ -78,7 +79,17 @@ def _fuse(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from gn_deploy.fusion import inspect_model
+    from gn_deploy.outputs import external_data_files, guard, write_file
 
+    if args.report:
+        model = Path(args.model)
+        guard(
+            [(Path(args.report), "--report")],
+            [
+                (model, "the input model"),
+                *((f, "the input's external data") for f in external_data_files(model)),
+            ],
+        )
     report = inspect_model(
         args.model,
         target=args.target,
@@ -86,6 +97,8 @@ def _inspect(args: argparse.Namespace) -> int:
         seed=args.seed,
         strict=args.strict,
     )
+    if args.report:
+        write_file(Path(args.report), report.to_json() + "\n")
     _print_fuse_report(report, args.report)
     return 0
 
@@ -125,12 +138,14 @@ def _build(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from gn_deploy import bench
+    from gn_deploy.outputs import guard, write_file
 
+    if args.output:
+        guard([(Path(args.output), "-o")], [(Path(m), "an input model") for m in args.onnx])
     text = bench.run(args.what, models=args.onnx, repeat=args.repeat, gigabytes=args.gigabytes)
     print(text)
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+        write_file(Path(args.output), text + "\n")
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
 

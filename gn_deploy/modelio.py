@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -154,52 +152,3 @@ def uses_external_data(model: ir.Model) -> bool:
     return any(
         isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values()
     )
-
-
-def check_output_path(output: str | os.PathLike[str], *inputs: str | os.PathLike[str]) -> Path:
-    """Refuse an output that would overwrite an input (or its external data)."""
-    out = Path(output)
-    for source in inputs:
-        src = Path(source)
-        if out.resolve() == src.resolve():
-            raise UsageError(f"{out}: output path is the input file; choose another -o")
-        if out.resolve() == Path(str(src) + ".data").resolve():
-            raise UsageError(f"{out}: output path is the input's external data file")
-    if out.is_dir():
-        raise UsageError(f"{out}: is a directory; -o takes a file path")
-    if not out.parent.exists():
-        raise UsageError(f"{out}: directory {out.parent} does not exist")
-    return out
-
-
-def write_atomic(data: bytes | memoryview, output: str | os.PathLike[str]) -> Path:
-    """Write ``data`` to ``output`` through a temporary file in the same folder."""
-    out = Path(output)
-    fd, tmp = tempfile.mkstemp(prefix=".gn-deploy-", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
-
-
-def save_model(model: ir.Model, output: str | os.PathLike[str]) -> Path:
-    """Write ``model`` to ``output`` with its weights in ``<output>.data`` beside it.
-
-    Each file is written whole before it replaces its target. Models whose weights are embedded
-    are written by patching their protobuf instead (:mod:`gn_deploy.fusion.patch`).
-    """
-    out = Path(output)
-    data_name = out.name + ".data"
-    staging = Path(tempfile.mkdtemp(prefix=".gn-deploy-", dir=out.parent))
-    try:
-        ir.save(model, staging / out.name, external_data=data_name)
-        if (staging / data_name).exists():  # small tensors stay inline
-            os.replace(staging / data_name, out.parent / data_name)
-        os.replace(staging / out.name, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out

@@ -75,10 +75,17 @@ def test_model_without_gn(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
     )
     src = tmp_path / "relu.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), src)
-    code, _, err = _run(capsys, "fuse", str(src), "-o", str(tmp_path / "o.onnx"))
+    # --strict: an error, nothing written
+    code, _, err = _run(capsys, "fuse", str(src), "-o", str(tmp_path / "o.onnx"), "--strict")
     assert code == 1
     _one_error_line(err, str(src), "no group normalization")
     assert not (tmp_path / "o.onnx").exists()
+    # otherwise batch pipelines go on: the model is written unchanged, with one line saying so
+    code, out, _ = _run(capsys, "fuse", str(src), "-o", str(tmp_path / "o.onnx"))
+    assert code == 0
+    assert "no group normalization found: the model is written unchanged" in out
+    written = onnx.load(tmp_path / "o.onnx")
+    assert [n.op_type for n in written.graph.node] == ["Relu"]
 
 
 def test_output_equal_to_input(

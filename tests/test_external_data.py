@@ -33,7 +33,9 @@ def test_external_data_round_trip(exported: Exporter, tmp_path: Path) -> None:
 
     fuse_model(src, out, target="onnx")
 
-    assert (out_dir / "fused.onnx.data").is_file(), "weights stay external in the output"
+    data = sorted(out_dir.glob("fused.onnx.*.data"))
+    assert len(data) == 1, "weights stay external in the output, in a file named for this write"
+    assert [p.name for p in out_dir.iterdir() if p.name.startswith(".")] == [], "no staging left"
     assert (src_dir / "model.onnx.data").read_bytes() == data_before
     assert op_counts(out)["GroupNormalization"] == 2
     x = np.random.default_rng(0).standard_normal((2, 128, 5, 6)).astype(np.float32)

@@ -7,27 +7,23 @@ import gc
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import onnx_ir as ir
 
 from gn_deploy.errors import GnDeployError
 from gn_deploy.fusion.emitters import Emitter, get_emitter
 from gn_deploy.fusion.graph import opset_version
-from gn_deploy.fusion.patch import Edits, write_patched
+from gn_deploy.fusion.patch import Edits, patched_bytes
 from gn_deploy.fusion.recognizers import RECOGNIZERS
 from gn_deploy.fusion.recognizers.affine import absorb_affine, fold_silu, fold_upcast
 from gn_deploy.fusion.report import FOUND, FUSED, REFUSED, UNCHANGED, FuseReport, SiteReport
 from gn_deploy.fusion.site import GroupNormSite, Refusal
 from gn_deploy.fusion.suspicious import suspicious_parameters
 from gn_deploy.fusion.verify import Proof, verify_sites
-from gn_deploy.modelio import (
-    SOURCE_OPSET,
-    OpsetUpgradeError,
-    check_output_path,
-    load_model,
-    save_model,
-    uses_external_data,
-)
+from gn_deploy.modelio import SOURCE_OPSET, OpsetUpgradeError, load_model, uses_external_data
+from gn_deploy.outputs import Outputs, guard, inputs_of, model_files
+from gn_deploy.validity import check_model_file
 
 __all__ = ["FuseReport", "GroupNormSite", "find_sites", "fuse_model", "inspect_model"]
 
@@ -211,36 +207,50 @@ def fuse_model(
     verify: bool = True,
     seed: int = 0,
     strict: bool = False,
+    report_path: str | os.PathLike[str] | None = None,
 ) -> FuseReport:
     """Fuse every proven GN site of ``path`` into one op of ``target``; write ``output``.
 
-    Raises :class:`GnDeployError` when the model has no GN at all; sites that fail their proof
-    are left as they were and reported. The input file is never modified.
+    Sites that fail their proof are left as they were and reported; a model without GN is
+    written unchanged (``strict``: refused). ``report_path`` also receives the report as JSON.
+    The output must pass ONNX's full check (and load in ONNX Runtime where it can run it);
+    otherwise, as on any error, nothing is written. The input files are never modified.
     """
     emitter = get_emitter(target)
-    out = check_output_path(output, path)
+    src, out = Path(path), Path(output)
+    writes = [(out, "-o"), *([(Path(report_path), "--report")] if report_path else [])]
+    guard(writes, inputs_of(src, []))
     start = time.perf_counter()
     with _gc_paused():
         try:
             model = load_model(path, infer_shapes=True, min_opset=emitter.required_opset)
         except OpsetUpgradeError as exc:
             raise GnDeployError(f"{exc}; --target trt-plugin keeps the model's opset") from exc
+        reads = model_files(model, src)
+        guard(writes, inputs_of(src, reads[1:]))
         external = uses_external_data(model)
         notes = emitter.prepare(model)
         pending, report = _analyse(model, emitter, verify, seed)
         if not report.sites:
-            raise GnDeployError(f"{path}: no group normalization found")
+            if strict:
+                raise GnDeployError(f"{path}: no group normalization found (--strict)")
+            notes.append("no group normalization found: the model is written unchanged")
         _check_strict(report, strict)
         edits = Edits.of(model)
         for site, proof, row in pending:
             if proof is None or proof.ok:
                 _emit(model, site, emitter, edits)
                 row.status = FUSED
-        if external:
-            save_model(model, out)
-        else:
-            write_patched(model, edits, out)
-    report.input, report.output = os.fspath(path), os.fspath(out)
-    report.notes = notes
-    report.seconds = time.perf_counter() - start
+        with Outputs(protect=reads) as outputs:
+            if external:
+                staged = outputs.stage_model(model, out)
+            else:
+                staged = outputs.stage_bytes(out, patched_bytes(model, edits))
+            check_model_file(staged, out, src)
+            report.input, report.output = os.fspath(path), os.fspath(out)
+            report.notes = notes
+            report.seconds = time.perf_counter() - start
+            if report_path:
+                outputs.stage_text(Path(report_path), report.to_json() + "\n")
+            outputs.commit()
     return report

@@ -7,14 +7,12 @@ edits are recorded while the IR is rewritten and applied to the loaded protobuf 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import onnx
 import onnx_ir as ir
 
-from gn_deploy.modelio import SOURCE_PROTO, write_atomic
+from gn_deploy.modelio import SOURCE_PROTO
 
 
 @dataclass
@@ -32,8 +30,8 @@ class Edits:
         return cls(order=list(model.graph))
 
 
-def write_patched(model: ir.Model, edits: Edits, output: str | os.PathLike[str]) -> Path:
-    """Apply ``edits`` to the protobuf ``model`` was loaded from and write it to ``output``."""
+def patched_bytes(model: ir.Model, edits: Edits) -> bytes:
+    """Apply ``edits`` to the protobuf ``model`` was loaded from and serialize it."""
     proto: onnx.ModelProto = model.meta[SOURCE_PROTO]
     graph = proto.graph
     nodes: list[onnx.NodeProto] = []
@@ -63,4 +61,4 @@ def write_patched(model: ir.Model, edits: Edits, output: str | os.PathLike[str])
     proto.opset_import.extend(
         onnx.helper.make_opsetid(domain, version) for domain, version in model.opset_imports.items()
     )
-    return write_atomic(proto.SerializeToString(), output)
+    return proto.SerializeToString()

@@ -13,7 +13,7 @@ from typing import Any
 import onnx
 
 from gn_deploy.errors import GnDeployError
-from gn_deploy.modelio import check_output_path, write_atomic
+from gn_deploy.outputs import Outputs, guard, inputs_of
 from gn_deploy.trt.plugin import find_plugin_library, load_plugin
 from gn_deploy.trt.precision import convert_to_fp16, plan_precision
 from gn_deploy.trt.profiles import profiles_for
@@ -79,8 +79,12 @@ def build_engine(
     TensorRT 10 builds with builder precision flags; TensorRT 11 builds strongly typed, so for
     fp16 the graph is converted first (GN gamma/beta stay fp32).
     """
-    source = Path(model)
-    out = check_output_path(output, source)
+    source, out = Path(model), Path(output)
+    cache_path = Path(timing_cache) if timing_cache else None
+    guard(
+        [(out, "-o"), *([(cache_path, "--timing-cache")] if cache_path else [])],
+        inputs_of(source),
+    )
     profiles = profiles_for(onnx.load(source, load_external_data=False), shapes)
     trt = require_tensorrt()
     plan = plan_precision(trt_major(trt), precision)
@@ -109,7 +113,6 @@ def build_engine(
         for p in profiles:
             profile.set_shape(p.name, p.min, p.opt, p.max)
         config.add_optimization_profile(profile)
-        cache_path = Path(timing_cache) if timing_cache else None
         cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
         cache = config.create_timing_cache(cache_bytes)
         config.set_timing_cache(cache, ignore_mismatch=False)
@@ -117,7 +120,9 @@ def build_engine(
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise GnDeployError(f"{model}: TensorRT could not build the engine (see its log above)")
-        write_atomic(memoryview(serialized), out)
-        if cache_path is not None:
-            write_atomic(memoryview(config.get_timing_cache().serialize()), cache_path)
+        with Outputs() as outputs:
+            outputs.stage_bytes(out, memoryview(serialized))
+            if cache_path is not None:
+                outputs.stage_bytes(cache_path, memoryview(config.get_timing_cache().serialize()))
+            outputs.commit()
     return out

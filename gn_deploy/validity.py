@@ -1,0 +1,68 @@
+"""The gate every written model passes: ONNX's full check, and a load in ONNX Runtime when all
+of its ops are ONNX Runtime's to run. A model that fails is not written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from gn_deploy.errors import GnDeployError
+from gn_deploy.outputs import proto_data_files
+
+# Domains whose ops ONNX Runtime implements; other domains (our plugin op) are TensorRT's.
+ORT_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+# Loading a model in ONNX Runtime reads all of its weights: only below this size.
+ORT_LOAD_MAX_BYTES = 1 << 30
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _size(staged: Path, proto: onnx.ModelProto) -> int:
+    files = [staged, *proto_data_files(proto, staged.parent)]
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
+def _checker_error(path: Path) -> str | None:
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # the checker raises several types (ValidationError, InferenceError)
+        return _first_line(exc)
+    return None
+
+
+def check_model_file(staged: Path, shown: Path, source: Path | None = None) -> None:
+    """Raise GnDeployError naming ``shown`` when the model at ``staged`` is not valid.
+
+    When ``source`` (the model it was made from) fails the same check, the error says so: the
+    fault was in the input, not in what gn-deploy did to it.
+    """
+    error = _checker_error(staged)
+    if error is not None:
+        if source is not None and _checker_error(source) is not None:
+            raise GnDeployError(
+                f"{source}: not a valid ONNX model to begin with ({error}); nothing written"
+            )
+        raise GnDeployError(
+            f"{shown}: not written: the result would be an invalid ONNX model ({error})"
+        )
+    proto = onnx.load(staged, load_external_data=False)
+    domains = {node.domain for node in proto.graph.node}
+    if not domains <= ORT_DOMAINS or _size(staged, proto) > ORT_LOAD_MAX_BYTES:
+        return
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(staged), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own exception types
+        if "NOT_IMPLEMENTED" in str(exc):  # an op or type ORT's CPU lacks (bf16): not invalid
+            return
+        raise GnDeployError(
+            f"{shown}: not written: ONNX Runtime would not load the result ({_first_line(exc)})"
+        ) from exc

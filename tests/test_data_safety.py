@@ -1,0 +1,228 @@
+"""No command loses or corrupts a user's file, and exit 0 means a valid model was written.
+
+One class of hazard per test: outputs that are inputs (the model, its external data, the
+report), a report that fails after the model, the external-data pair replaced half-way, staging
+left by a killed process, permissions, and the validity gate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import onnx
+import pytest
+
+from gn_deploy import outputs
+from gn_deploy.cli import main
+from gn_deploy.outputs import STAGE_PREFIX
+from tests.conftest import Exporter
+from tests.helpers import op_counts
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _external(src: Path, dest: Path, data_name: str) -> Path:
+    model = onnx.load(src)
+    onnx.save(model, dest, save_as_external_data=True, location=data_name, size_threshold=0)
+    return dest
+
+
+@pytest.fixture
+def gn_model(exported: Exporter) -> Path:
+    return exported("torchscript", 17, channels=16, groups=4)
+
+
+@pytest.fixture
+def wide_gn_model(exported: Exporter) -> Path:
+    """Weights large enough to stay in an external data file when written."""
+    return exported("torchscript", 17, channels=128, groups=32)
+
+
+def test_output_named_like_the_inputs_data_keeps_the_input_whole(
+    gn_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # in.onnx keeps its weights in w.onnx.data; -o w.onnx must not touch that file, even when
+    # an older w.onnx (naming the same data) is being replaced
+    src = _external(gn_model, tmp_path / "in.onnx", "w.onnx.data")
+    shutil.copy(src, tmp_path / "w.onnx")
+    data_before = (tmp_path / "w.onnx.data").read_bytes()
+    code, _, err = _run(capsys, "fuse", str(src), "-o", str(tmp_path / "w.onnx"))
+    assert code == 0, err
+    assert (tmp_path / "w.onnx.data").read_bytes() == data_before
+    onnx.checker.check_model(str(src), full_check=True)
+    assert op_counts(tmp_path / "w.onnx")["GroupNormalization"] == 2
+    onnx.checker.check_model(str(tmp_path / "w.onnx"), full_check=True)
+
+
+@pytest.mark.parametrize(
+    ("command", "needle"),
+    [
+        (["fuse", "{src}", "-o", "{tmp}/out.onnx", "--report", "{src}"], "the input model"),
+        (["fuse", "{src}", "-o", "{tmp}/out.onnx", "--report", "{data}"], "external data"),
+        (["fuse", "{src}", "-o", "{tmp}/out.onnx", "--report", "{tmp}/out.onnx"], "also"),
+        (["fuse", "{src}", "-o", "{data}"], "external data"),
+        (["inspect", "{src}", "--report", "{src}"], "the input model"),
+        (["inspect", "{src}", "--report", "{data}"], "external data"),
+        (["bench", "fuse", "{src}", "-o", "{src}"], "input model"),
+    ],
+)
+def test_no_output_may_be_an_input_or_another_output(
+    gn_model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    needle: str,
+) -> None:
+    src = _external(gn_model, tmp_path / "m.onnx", "m.onnx.data")
+    before = _digests(tmp_path)
+    values = {"src": str(src), "tmp": str(tmp_path), "data": str(tmp_path / "m.onnx.data")}
+    code, _, err = _run(capsys, *(arg.format(**values) for arg in command))
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], err
+    assert _digests(tmp_path) == before, "a refused command changed or left a file"
+
+
+def test_a_failing_report_writes_nothing(
+    gn_model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = outputs.Outputs.stage_text
+
+    def disk_full(self: outputs.Outputs, target: Path, text: str) -> Path:
+        if target.suffix == ".json":
+            raise outputs.GnDeployError(f"{target}: cannot write (No space left on device)")
+        return real(self, target, text)
+
+    monkeypatch.setattr(outputs.Outputs, "stage_text", disk_full)
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    code, _, err = _run(capsys, "fuse", str(gn_model), "-o", str(out), "--report", str(report))
+    assert code == 1 and "No space left" in err
+    assert list(tmp_path.iterdir()) == [], "exit 1 must leave no model, report or staging"
+
+
+def test_external_pair_is_replaced_whole_or_not_at_all(
+    wide_gn_model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src = _external(wide_gn_model, tmp_path / "in.onnx", "in.onnx.data")
+    out = tmp_path / "out.onnx"
+    assert _run(capsys, "fuse", str(src), "-o", str(out))[0] == 0
+    first = {p.name for p in tmp_path.glob("out.onnx.*.data")}
+    assert len(first) == 1
+    old_pair = _digests(tmp_path)
+
+    # the model's rename fails after the new data is in place: the old pair still stands
+    real_replace = os.replace
+
+    def replace(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> None:
+        if Path(b) == out:
+            raise OSError(28, "No space left on device")
+        real_replace(a, b)
+
+    monkeypatch.setattr(outputs.os, "replace", replace)
+    code, _, err = _run(capsys, "fuse", str(src), "-o", str(out), "--target", "trt-plugin")
+    assert code == 1 and "No space left" in err
+    monkeypatch.undo()
+    model = onnx.load(out)  # loads its own data: the old pair
+    assert op_counts(out)["GroupNormalization"] == 2 and model is not None
+    for name in first:
+        assert _digests(tmp_path)[name] == old_pair[name]
+
+    # a successful rewrite names new data and removes the data the old model named
+    assert _run(capsys, "fuse", str(src), "-o", str(out), "--target", "trt-plugin")[0] == 0
+    second = {p.name for p in tmp_path.glob("out.onnx.*.data")}
+    assert len(second) == 1 and second.isdisjoint(first)
+    assert op_counts(out)["FusedGroupNorm"] == 2
+    onnx.checker.check_model(str(out), full_check=True)
+
+
+def test_stale_staging_of_dead_processes_is_removed(
+    gn_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = tmp_path / f"{STAGE_PREFIX}999999999-abcd"
+    dead.mkdir()
+    (dead / "big.data").write_bytes(b"x" * 1000)
+    (tmp_path / f"{STAGE_PREFIX}999999998-ef01-x.tmp").write_bytes(b"partial")
+    live = tmp_path / f"{STAGE_PREFIX}{os.getpid()}-live"  # a running writer's: kept
+    live.mkdir()
+    assert _run(capsys, "fuse", str(gn_model), "-o", str(tmp_path / "o.onnx"))[0] == 0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {"o.onnx", live.name}
+
+
+def test_permissions_follow_the_umask_or_the_replaced_file(
+    gn_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "o.onnx"
+        assert _run(capsys, "fuse", str(gn_model), "-o", str(out))[0] == 0
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        out.chmod(0o640)
+        assert (
+            _run(
+                capsys, "fuse", str(gn_model), "-o", str(out), "--report", str(tmp_path / "r.json")
+            )[0]
+            == 0
+        )
+        assert stat.S_IMODE(out.stat().st_mode) == 0o640
+        assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_an_invalid_result_is_not_written(
+    gn_model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gn_deploy.fusion as fusion
+
+    real = fusion.patched_bytes
+
+    def broken(model, edits) -> bytes:  # a rewrite bug: a node reads a value nobody makes
+        proto = onnx.load_from_string(real(model, edits))
+        proto.graph.node[0].input[0] = "nowhere"
+        return proto.SerializeToString()
+
+    monkeypatch.setattr(fusion, "patched_bytes", broken)
+    out = tmp_path / "o.onnx"
+    code, _, err = _run(
+        capsys, "fuse", str(gn_model), "-o", str(out), "--report", str(tmp_path / "r.json")
+    )
+    assert code == 1
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "not written" in lines[0] and str(out) in lines[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_input_that_is_already_invalid_is_named_as_the_fault(
+    gn_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = onnx.load(gn_model)
+    broken.graph.name = ""  # the checker requires a graph name
+    src = tmp_path / "nameless.onnx"
+    onnx.save(broken, src)
+    code, _, err = _run(capsys, "fuse", str(src), "-o", str(tmp_path / "o.onnx"))
+    assert code == 1
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"{src}: not a valid ONNX model to begin with" in lines[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nameless.onnx"]
