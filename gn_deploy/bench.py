@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-import onnx
+from gn_deploy.modelio import load_proto
 
 
 def _builtin_models(workdir: Path) -> list[Path]:
@@ -74,7 +74,7 @@ def bench_fuse(models: Sequence[str | Path], repeat: int) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         paths = [Path(m) for m in models] or _builtin_models(Path(tmp))
         for path in paths:
-            nodes = len(onnx.load(path, load_external_data=False).graph.node)
+            nodes = len(load_proto(path).graph.node)
             for target in ("onnx", "trt-plugin"):
                 out = Path(tmp) / f"fused-{target}.onnx"
                 report, runs = _timed(lambda: fuse_model(path, out, target=target), repeat)  # noqa: B023
@@ -118,7 +118,7 @@ def bench_scaling(copies: Sequence[int] = (1, 2, 4), repeat: int = 3) -> str:
             src = Path(tmp) / f"chain{k}.onnx"
             print(f"exporting {k} chained UNet(s) ...", file=sys.stderr)
             export_model(sd15_unet_chain(k), ["x:1x4x32x32"], src, exporter="torchscript")
-            nodes = len(onnx.load(src, load_external_data=False).graph.node)
+            nodes = len(load_proto(src).graph.node)
             for target in ("onnx", "trt-plugin"):
                 out = Path(tmp) / f"chain{k}-{target}.onnx"
                 report, runs = _timed(lambda: fuse_model(src, out, target=target), repeat)  # noqa: B023

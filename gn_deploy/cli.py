@@ -150,8 +150,32 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number_in(
+    kind: type[int] | type[float], low: float, high: float, low_open: bool = False
+) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` within [low, high] (or (low, high])."""
+    shown = (lambda v: str(int(v))) if kind is int else (lambda v: f"{v:g}")
+    where = f"{'above' if low_open else 'at least'} {shown(low)} and at most {shown(high)}"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind.__name__}") from None
+        if not (low < value if low_open else low <= value) or not value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {where}")
+        return value
+
+    return parse
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument(
+        "--seed",
+        type=_number_in(int, 0, 2**32 - 1),
+        default=0,
+        help="seed of the random inputs, 0 to 2^32-1 (default 0)",
+    )
 
 
 def _add_plugin_option(p: argparse.ArgumentParser) -> None:
@@ -226,7 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME:AXIS=LABEL,...",
         help="dynamic axes of an input, e.g. x:0=batch,2=height,3=width",
     )
-    p.add_argument("--opset", type=int, help="ONNX opset (default 18 dynamo, 17 torchscript)")
+    p.add_argument(
+        "--opset",
+        type=_number_in(int, 11, 23),
+        help="ONNX opset, 11 to 23 (default 18 dynamo, 17 torchscript)",
+    )
     p.add_argument(
         "--exporter",
         default="dynamo",
@@ -283,8 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", metavar="FILE.npz", help="use these inputs instead of random")
     p.add_argument(
         "--tolerance",
-        type=float,
-        help="relative-L2 bound (default by dtype: fp32 1e-5, fp16 2e-3, bf16 1e-2)",
+        type=_number_in(float, 0, 1, low_open=True),
+        help="relative-L2 bound above 0 and at most 1 (default by dtype: fp32 1e-5, "
+        "fp16 2e-3, bf16 1e-2)",
     )
     p.add_argument(
         "--engine",
@@ -338,10 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("what", choices=["fuse", "scaling", "memory", "kernels"])
     p.add_argument("onnx", nargs="*", metavar="MODEL.onnx")
-    p.add_argument("--repeat", type=int, default=5, help="timed runs per case (median)")
+    p.add_argument(
+        "--repeat",
+        type=_number_in(int, 1, 1000),
+        default=5,
+        help="timed runs per case, 1 to 1000 (median; default 5)",
+    )
     p.add_argument(
         "--gigabytes",
-        type=float,
+        type=_number_in(float, 0, 64, low_open=True),
         default=2.2,
         help="memory: weight size of the generated model (default 2.2)",
     )

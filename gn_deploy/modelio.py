@@ -22,6 +22,29 @@ class OpsetUpgradeError(GnDeployError):
     """ONNX's version converter could not bring the model to the opset asked for."""
 
 
+def _check_readable(p: Path) -> None:
+    if not p.exists():
+        raise UsageError(f"{p}: no such file")
+    if p.is_dir():
+        raise UsageError(f"{p}: is a directory, expected an .onnx file")
+    if not os.access(p, os.R_OK):
+        raise GnDeployError(f"{p}: permission denied")
+    if p.stat().st_size == 0:
+        raise GnDeployError(f"{p}: empty file, not an ONNX model")
+
+
+def load_proto(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """An ONNX file's protobuf, external data left on disk; errors name the file."""
+    p = Path(path)
+    try:
+        _check_readable(p)
+        return onnx.load(p, load_external_data=False)
+    except OSError as exc:
+        raise GnDeployError(f"{p}: cannot read ({exc.strerror or exc})") from exc
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise GnDeployError(f"{p}: not a valid ONNX model (truncated or corrupt: {exc})") from exc
+
+
 def load_model(
     path: str | os.PathLike[str], infer_shapes: bool = False, min_opset: int | None = None
 ) -> ir.Model:
@@ -33,16 +56,8 @@ def load_model(
     no intermediate shapes). Both run on the protobuf, cheaper than through the IR.
     """
     p = Path(path)
-    if not p.exists():
-        raise UsageError(f"{p}: no such file")
-    if p.is_dir():
-        raise UsageError(f"{p}: is a directory, expected an .onnx file")
-    if not os.access(p, os.R_OK):
-        raise GnDeployError(f"{p}: permission denied")
-    if p.stat().st_size == 0:
-        raise GnDeployError(f"{p}: empty file, not an ONNX model")
     try:
-        proto = onnx.load(p, load_external_data=False)
+        proto = load_proto(p)
         source_opset = _default_opset(proto)
         if min_opset is not None and source_opset < min_opset:
             proto = _upgraded(proto, min_opset, p)
@@ -105,7 +120,7 @@ def _default_opset(proto: onnx.ModelProto) -> int:
 def _upgraded(proto: onnx.ModelProto, opset: int, path: Path | None = None) -> onnx.ModelProto:
     try:
         return _without_weights(lambda m: onnx.version_converter.convert_version(m, opset), proto)
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError, onnx.version_converter.ConvertError) as exc:
         raise OpsetUpgradeError(
             f"{path}: ONNX's version converter cannot raise the model from opset "
             f"{_default_opset(proto)} to {opset}: {str(exc).strip().splitlines()[-1]}"
@@ -138,14 +153,26 @@ def _with_inferred_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _check_external_data(model: ir.Model, path: Path) -> None:
+    """Every external tensor's file lies in the model's folder and holds its bytes."""
+    folder = path.parent.resolve()
     for value in model.graph.initializers.values():
         tensor = value.const_value
-        if isinstance(tensor, ir.ExternalTensor):
-            data = Path(tensor.base_dir or path.parent) / tensor.location
-            if not data.is_file():
-                raise GnDeployError(
-                    f"{path}: external data file {data} named by tensor {value.name!r} is missing"
-                )
+        if not isinstance(tensor, ir.ExternalTensor):
+            continue
+        data = Path(tensor.base_dir or path.parent) / tensor.location
+        where = f"{path}: tensor {value.name!r}"
+        if Path(tensor.location).is_absolute() or folder not in data.resolve().parents:
+            raise GnDeployError(
+                f"{where} names external data {tensor.location!r} outside the model's folder"
+            )
+        if not data.is_file():
+            raise GnDeployError(f"{where}: external data file {data} is missing")
+        end = (tensor.offset or 0) + (tensor.length if tensor.length is not None else tensor.nbytes)
+        if end > data.stat().st_size:
+            raise GnDeployError(
+                f"{where} reads bytes up to {end} of {data}, which has only "
+                f"{data.stat().st_size} (truncated data file?)"
+            )
 
 
 def uses_external_data(model: ir.Model) -> bool:

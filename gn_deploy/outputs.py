@@ -86,19 +86,30 @@ def guard(writes: Iterable[tuple[Path, str]], reads: Iterable[tuple[Path, str]])
     reads = list(reads)
     seen: list[tuple[Path, str]] = []
     for path, option in writes:
-        for source, role in reads:
-            if _same_file(path, source):
-                raise UsageError(
-                    f"{option} {path}: is {role}; gn-deploy never overwrites its input"
-                )
-        for other, other_option in seen:
-            if _same_file(path, other):
-                raise UsageError(f"{option} {path}: is also the file of {other_option}")
-        if path.is_dir():
-            raise UsageError(f"{option} {path}: is a directory, expected a file path")
-        if not path.parent.is_dir():
-            raise UsageError(f"{option} {path}: folder {path.parent} does not exist")
+        try:
+            _guard_one(path, option, reads, seen)
+        except OSError as exc:  # a name too long, a folder we may not search, ...
+            raise UsageError(f"{option} {path}: {exc.strerror or exc}") from exc
         seen.append((path, option))
+
+
+def _guard_one(
+    path: Path, option: str, reads: list[tuple[Path, str]], seen: list[tuple[Path, str]]
+) -> None:
+    for source, role in reads:
+        if _same_file(path, source):
+            raise UsageError(f"{option} {path}: is {role}; inputs are never overwritten")
+    for other, other_option in seen:
+        if _same_file(path, other):
+            raise UsageError(f"{option} {path}: is also the file of {other_option}")
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory, expected a file path")
+    if not path.parent.is_dir():
+        raise UsageError(f"{option} {path}: folder {path.parent} does not exist")
+    if len(path.name.encode()) > os.pathconf(path.parent, "PC_NAME_MAX"):
+        raise UsageError(f"{option} {path}: file name too long")
+    if not os.access(path.parent, os.W_OK):
+        raise UsageError(f"{option} {path}: folder {path.parent} is not writable")
 
 
 def _alive(pid: int) -> bool:

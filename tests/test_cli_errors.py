@@ -166,3 +166,50 @@ def test_fuse_never_modifies_input(
     assert "2 fused" in out
     assert hashlib.sha256(src.read_bytes()).hexdigest() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.onnx", "r.json"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["fuse", "in.onnx", "-o", "o.onnx", "--seed", "-1"], "--seed"),
+        (["inspect", "in.onnx", "--seed", "x"], "--seed"),
+        (["bench", "fuse", "--repeat", "-1"], "--repeat"),
+        (["bench", "fuse", "--repeat", str(10**12)], "--repeat"),
+        (["bench", "memory", "--gigabytes", "nan"], "--gigabytes"),
+        (["bench", "memory", "--gigabytes", "-1"], "--gigabytes"),
+        (["validate", "a.onnx", "--tolerance", "-1"], "--tolerance"),
+        (["validate", "a.onnx", "--tolerance", "nan"], "--tolerance"),
+        (["export", "--model", "m:f", "--input", "x:1", "-o", "o.onnx", "--opset", "1"], "--opset"),
+    ],
+)
+def test_numeric_options_are_bounded(
+    capsys: pytest.CaptureFixture[str], argv: list[str], option: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}:" in err.splitlines()[-1] and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["build", "{tmp}/missing.onnx", "-o", "{tmp}/e.engine"],
+        ["build", "{tmp}", "-o", "{tmp}/e.engine"],
+        ["build", "{tmp}/corrupt.onnx", "-o", "{tmp}/e.engine"],
+        ["bench", "fuse", "{tmp}/missing.onnx"],
+        ["fuse", "{tmp}/corrupt.onnx", "-o", "{tmp}/" + "n" * 300 + ".onnx"],
+    ],
+)
+def test_bad_paths_get_one_line_naming_them(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str]
+) -> None:
+    (tmp_path / "corrupt.onnx").write_bytes(b"\x08\x07garbage")
+    args = [a.format(tmp=tmp_path) for a in argv]
+    code, _, err = _run(capsys, *args)
+    assert code in (1, 2)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "internal error" not in err, err
+    named = [a for a in args if a.startswith(str(tmp_path))]
+    assert any(a in lines[0] for a in named), lines[0]

@@ -226,3 +226,35 @@ def test_an_input_that_is_already_invalid_is_named_as_the_fault(
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and f"{src}: not a valid ONNX model to begin with" in lines[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nameless.onnx"]
+
+
+def test_external_data_that_is_truncated_or_outside_is_refused_by_name(
+    wide_gn_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    src = _external(wide_gn_model, folder / "m.onnx", "m.onnx.data")
+    data = folder / "m.onnx.data"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    code, _, err = _run(capsys, "fuse", str(src), "-o", str(tmp_path / "o.onnx"))
+    assert code == 1 and "truncated" in err and "internal error" not in err, err
+
+    proto = onnx.load(wide_gn_model)
+    onnx.save(
+        proto,
+        tmp_path / "outside.onnx",
+        save_as_external_data=True,
+        location="outside.data",
+        size_threshold=0,
+    )
+    escaping = onnx.load(tmp_path / "outside.onnx", load_external_data=False)
+    for tensor in escaping.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../outside.data"
+    onnx.save(escaping, folder / "escaping.onnx")
+    code, _, err = _run(
+        capsys, "fuse", str(folder / "escaping.onnx"), "-o", str(tmp_path / "o.onnx")
+    )
+    assert code == 1 and "outside the model's folder" in err and "internal error" not in err, err
+    assert not (tmp_path / "o.onnx").exists()

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import onnx
-
 from gn_deploy.errors import GnDeployError
+from gn_deploy.modelio import load_proto
 from gn_deploy.outputs import Outputs, guard, inputs_of
 from gn_deploy.trt.plugin import find_plugin_library, load_plugin
 from gn_deploy.trt.precision import convert_to_fp16, plan_precision
@@ -85,7 +84,7 @@ def build_engine(
         [(out, "-o"), *([(cache_path, "--timing-cache")] if cache_path else [])],
         inputs_of(source),
     )
-    profiles = profiles_for(onnx.load(source, load_external_data=False), shapes)
+    profiles = profiles_for(load_proto(source), shapes)
     trt = require_tensorrt()
     plan = plan_precision(trt_major(trt), precision)
     logger = trt.Logger(trt.Logger.WARNING)
