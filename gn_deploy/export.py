@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from gn_deploy.errors import GnDeployError, UsageError
+from gn_deploy.outputs import Outputs, guard
 from gn_deploy.specs import InputSpec, load_factory, parse_dynamic
+from gn_deploy.validity import check_model_file
 
 EXPORTERS = ("dynamo", "torchscript")
 DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _summary(exc: Exception) -> str:
+    """One line of an exporter's (often long, coloured) failure text: its first real line."""
+    lines = [_ANSI.sub("", ln).strip() for ln in str(exc).splitlines()]
+    lines = [ln for ln in lines if ln and not set(ln) <= set("-=*#~ ")]
+    return lines[0] if lines else type(exc).__name__
 
 
 def require_torch() -> Any:
@@ -34,6 +45,10 @@ def load_torch_model(model: Any) -> Any:
         factory = load_factory(model)
         try:
             model = factory()
+        except SystemExit as exc:  # user code that exits
+            raise GnDeployError(
+                f"--model {model!r}: the factory called sys.exit({exc.code!r})"
+            ) from exc
         except Exception as exc:  # user code
             raise GnDeployError(f"--model {model!r}: the factory raised {exc!r}") from exc
     if not isinstance(model, torch.nn.Module):
@@ -79,35 +94,40 @@ def export_model(
         raise UsageError("--input: at least one input is needed, e.g. --input x:1x3x64x64")
     axes = dict(dynamic) if isinstance(dynamic, dict) else dict(parse_dynamic(d) for d in dynamic)
     names = [s.name for s in specs]
-    for name in axes:
+    for name, dims in axes.items():
         if name not in names:
             raise UsageError(f"--dynamic {name!r}: no --input of that name ({', '.join(names)})")
-    module = load_torch_model(model)
+        rank = len(specs[names.index(name)].shape)
+        for axis in dims:
+            if axis >= rank:
+                raise UsageError(
+                    f"--dynamic {name}:{axis}=...: input {name!r} has {rank} axes (0 to {rank - 1})"
+                )
     out = Path(output)
-    if not out.parent.exists():
-        raise UsageError(f"{out}: directory {out.parent} does not exist")
+    guard([(out, "-o")], [])
+    module = load_torch_model(model)
     opset = opset or DEFAULT_OPSET[exporter]
     args = tuple(example_inputs(specs, seed))
-    staging = Path(tempfile.mkdtemp(prefix=".gn-deploy-", dir=out.parent))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                args,
-                os.fspath(staging / out.name),
-                input_names=names,
-                opset_version=opset,
-                dynamic_axes=axes or None,
-                dynamo=exporter == "dynamo",
-                verbose=False,
-            )
-        for produced in staging.iterdir():
-            os.replace(produced, out.parent / produced.name)
-    except GnDeployError:
-        raise
-    except Exception as exc:  # exporter failures come in many types
-        raise GnDeployError(f"{exporter} export of the model failed: {exc}") from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with Outputs() as outputs:
+        staging = outputs.stage_folder(out)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    module,
+                    args,
+                    os.fspath(staging / out.name),
+                    input_names=names,
+                    opset_version=opset,
+                    dynamic_axes=axes or None,
+                    dynamo=exporter == "dynamo",
+                    verbose=False,
+                )
+        except Exception as exc:  # exporter failures come in many types
+            raise GnDeployError(f"{exporter} export of the model failed: {_summary(exc)}") from exc
+        # the weights file (dynamo) first, the model last
+        for produced in sorted(staging.iterdir(), key=lambda p: p.name == out.name):
+            outputs.add(produced, out.parent / produced.name)
+        check_model_file(staging / out.name, out)
+        outputs.commit()
     return out

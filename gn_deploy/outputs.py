@@ -212,13 +212,7 @@ class Outputs:
 
         The data file it replaces (what ``target`` named before) is removed after the commit.
         """
-        clean_stale(target.parent)
-        folder = target.parent / _stage_name()
-        try:
-            folder.mkdir()
-        except OSError as exc:
-            raise GnDeployError(_describe(exc, target)) from exc
-        self._dirs.append(folder)
+        folder = self.stage_folder(target)
         data_name = f"{target.name}.{secrets.token_hex(4)}.data"
         try:
             ir.save(model, folder / target.name, external_data=data_name)
@@ -237,6 +231,22 @@ class Outputs:
                 and old.name.endswith(".data")
             ]
         return folder / target.name
+
+    def stage_folder(self, target: Path) -> Path:
+        """A fresh staging folder beside ``target``, for a writer that makes its own files;
+        register them with :meth:`add`."""
+        clean_stale(target.parent)
+        folder = target.parent / _stage_name()
+        try:
+            folder.mkdir()
+        except OSError as exc:
+            raise GnDeployError(_describe(exc, target)) from exc
+        self._dirs.append(folder)
+        return folder
+
+    def add(self, staged: Path, target: Path) -> None:
+        """Commit ``staged`` (a file in a staging folder) to ``target``, after those before."""
+        self._staged.append((staged, target))
 
     def commit(self) -> None:
         """Rename every staged file onto its target, in staging order; clean up.

@@ -68,6 +68,10 @@ def load_reference(ref: str, what: str = "--model") -> Any:
         module = _import(module_name)
     except GnDeployError as exc:
         raise GnDeployError(f"{what} {ref!r}: {exc}") from exc
+    except SystemExit as exc:  # user code that exits while being imported
+        raise GnDeployError(
+            f"{what} {ref!r}: importing {module_name!r} called sys.exit({exc.code!r})"
+        ) from exc
     except Exception as exc:  # any import-time failure in user code
         raise GnDeployError(f"{what} {ref!r}: cannot import {module_name!r}: {exc}") from exc
     obj: Any = module
@@ -83,10 +87,12 @@ def _import(module_name: str) -> Any:
         path = Path(module_name)
         if not path.is_file():
             raise GnDeployError(f"no such file {path}")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
+        # A private module name: a user's onnx.py or torch.py must not replace the real one.
+        name = f"_gn_deploy_user_model.{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)
         return module
     try:

@@ -13,6 +13,7 @@ import onnx
 
 from gn_deploy import plugin_op
 from gn_deploy.errors import GnDeployError, UsageError
+from gn_deploy.modelio import load_proto
 from gn_deploy.reference import relative_l2, tolerance_for
 from gn_deploy.specs import InputSpec
 
@@ -116,6 +117,26 @@ def make_inputs(
     return feeds
 
 
+def _graph_inputs(path: str | os.PathLike[str]) -> list[str]:
+    model = load_proto(path)
+    initializers = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in initializers]
+
+
+def _check_feeds(feeds: dict[str, np.ndarray], path: str | os.PathLike[str], option: str) -> None:
+    """Every model input is fed, and every feed is a model input (names as the model has them)."""
+    wanted = _graph_inputs(path)
+    unknown = [name for name in feeds if name not in wanted]
+    if unknown:
+        raise UsageError(
+            f"{option} {unknown[0]}: {path} has no input of that name (its inputs: "
+            f"{', '.join(wanted)})"
+        )
+    missing = [name for name in wanted if name not in feeds]
+    if missing:
+        raise UsageError(f"{option}: {path} needs input {missing[0]!r} too")
+
+
 def _specs_from_onnx(path: str | os.PathLike[str]) -> list[InputSpec]:
     model = onnx.load(path, load_external_data=False)
     initializers = {i.name for i in model.graph.initializer}
@@ -183,6 +204,8 @@ def validate(
         raise UsageError("validate needs at least two of: --model, ONNX files, --engine files")
     specs = [s if isinstance(s, InputSpec) else InputSpec.parse(s) for s in inputs]
     feeds = make_inputs(specs, inputs_file, onnx_files, seed)
+    for path in onnx_files:
+        _check_feeds(feeds, path, "--inputs" if inputs_file is not None else "--input")
     runs: list[tuple[str, list[np.ndarray]]] = []
     if model is not None:
         runs.append(("torch", run_torch(model, feeds)))

@@ -213,3 +213,84 @@ def test_bad_paths_get_one_line_naming_them(
     assert len(lines) == 1 and "internal error" not in err, err
     named = [a for a in args if a.startswith(str(tmp_path))]
     assert any(a in lines[0] for a in named), lines[0]
+
+
+def test_model_file_that_exits_on_import(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pytest.importorskip("torch", reason="export needs torch")
+    (tmp_path / "quits.py").write_text("import sys\nsys.exit(0)\n")
+    code, _, err = _run(
+        capsys,
+        "export",
+        "--model",
+        f"{tmp_path}/quits.py:f",
+        "--input",
+        "x:1x4",
+        "-o",
+        str(tmp_path / "o.onnx"),
+    )
+    assert code == 1
+    _one_error_line(err, "sys.exit(0)")
+
+
+def test_model_file_named_like_a_library_does_not_replace_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pytest.importorskip("torch", reason="export needs torch")
+    (tmp_path / "onnx.py").write_text(
+        "import torch\n\ndef f():\n    return torch.nn.GroupNorm(2, 4)\n"
+    )
+    out = tmp_path / "o.onnx"
+    code, _, err = _run(
+        capsys,
+        "export",
+        "--model",
+        f"{tmp_path}/onnx.py:f",
+        "--input",
+        "x:1x4x3x3",
+        "--exporter",
+        "torchscript",
+        "-o",
+        str(out),
+    )
+    assert code == 0, err
+    import onnx
+
+    assert onnx.load(out).graph.node  # the real onnx module still works
+
+
+def test_dynamic_axis_beyond_the_input_rank(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pytest.importorskip("torch", reason="export needs torch")
+    code, _, err = _run(
+        capsys,
+        "export",
+        "--model",
+        "gn_deploy.models:gn_block",
+        "--input",
+        "x:1x4x8x8",
+        "--dynamic",
+        "x:9=batch",
+        "-o",
+        str(tmp_path / "o.onnx"),
+    )
+    assert code == 2
+    _one_error_line(err, "x:9", "4 axes")
+
+
+def test_validate_feed_names_are_the_models(
+    capsys: pytest.CaptureFixture[str], exported: Exporter, tmp_path: Path
+) -> None:
+    src = exported("torchscript", 17)
+    code, _, err = _run(capsys, "validate", str(src), str(src), "--input", "zz:2x8x5x6")
+    assert code == 2
+    _one_error_line(err, "zz", "no input of that name", "x")
+
+
+def test_exporter_failure_text_becomes_one_line() -> None:
+    from gn_deploy.export import _summary
+
+    text = "\x1b[31m\n=====\nTorch export failed: bad op\x1b[0m\n  details...\n more\n"
+    assert _summary(RuntimeError(text)) == "Torch export failed: bad op"
