@@ -118,13 +118,17 @@ def _default_opset(proto: onnx.ModelProto) -> int:
 
 
 def _upgraded(proto: onnx.ModelProto, opset: int, path: Path | None = None) -> onnx.ModelProto:
+    """The model at ``opset`` (ONNX's version converter), its IR version raised to match."""
     try:
-        return _without_weights(lambda m: onnx.version_converter.convert_version(m, opset), proto)
+        result = _without_weights(lambda m: onnx.version_converter.convert_version(m, opset), proto)
     except (RuntimeError, ValueError, onnx.version_converter.ConvertError) as exc:
         raise OpsetUpgradeError(
             f"{path}: ONNX's version converter cannot raise the model from opset "
             f"{_default_opset(proto)} to {opset}: {str(exc).strip().splitlines()[-1]}"
         ) from exc
+    needed = onnx.helper.find_min_ir_version_for(list(result.opset_import), ignore_unknown=True)
+    result.ir_version = max(result.ir_version, needed)
+    return result
 
 
 def _infer(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -258,3 +258,26 @@ def test_external_data_that_is_truncated_or_outside_is_refused_by_name(
     )
     assert code == 1 and "outside the model's folder" in err and "internal error" not in err, err
     assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize("target", ["onnx", "trt-plugin"])
+def test_ir3_models_come_out_valid(
+    gn_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    # IR 3 lists initializers among the graph inputs; raising the opset (onnx) or adding
+    # gamma/beta (trt-plugin) must raise the IR version with it
+    old = onnx.load(gn_model)
+    listed = {i.name for i in old.graph.input}
+    old.graph.input.extend(
+        onnx.helper.make_tensor_value_info(i.name, i.data_type, list(i.dims))
+        for i in old.graph.initializer
+        if i.name not in listed
+    )
+    old.ir_version = 3
+    src = tmp_path / "ir3.onnx"
+    onnx.save(old, src)
+    out = tmp_path / "o.onnx"
+    code, _, err = _run(capsys, "fuse", str(src), "-o", str(out), "--target", target)
+    assert code == 0, err
+    onnx.checker.check_model(str(out), full_check=True)
+    assert onnx.load(out).ir_version >= (10 if target == "onnx" else 4)

@@ -243,6 +243,7 @@ def fuse_model(
                 row.status = FUSED
         with Outputs(protect=reads) as outputs:
             if external:
+                model.ir_version = max(model.ir_version, 4)  # as patched_bytes does
                 staged = outputs.stage_model(model, out)
             else:
                 staged = outputs.stage_bytes(out, patched_bytes(model, edits))
