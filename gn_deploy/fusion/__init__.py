@@ -14,7 +14,7 @@ import onnx_ir as ir
 from gn_deploy.errors import GnDeployError
 from gn_deploy.fusion.emitters import Emitter, get_emitter
 from gn_deploy.fusion.graph import opset_version
-from gn_deploy.fusion.patch import Edits, patched_bytes
+from gn_deploy.fusion.patch import MIN_IR_VERSION, Edits, patched_bytes
 from gn_deploy.fusion.recognizers import RECOGNIZERS
 from gn_deploy.fusion.recognizers.affine import absorb_affine, fold_silu, fold_upcast
 from gn_deploy.fusion.report import FOUND, FUSED, REFUSED, UNCHANGED, FuseReport, SiteReport
@@ -243,7 +243,7 @@ def fuse_model(
                 row.status = FUSED
         with Outputs(protect=reads) as outputs:
             if external:
-                model.ir_version = max(model.ir_version, 4)  # as patched_bytes does
+                model.ir_version = max(model.ir_version, MIN_IR_VERSION)
                 staged = outputs.stage_model(model, out)
             else:
                 staged = outputs.stage_bytes(out, patched_bytes(model, edits))

@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from gn_deploy.modelio import SOURCE_PROTO
 
-_IR_INITIALIZERS_NEED_NO_INPUT = 4
+MIN_IR_VERSION = 4
 
 
 @dataclass
@@ -61,7 +61,7 @@ def patched_bytes(model: ir.Model, edits: Edits) -> bytes:
         graph.value_info.extend(kept_info)
     # IR 3 wanted every initializer listed as a graph input too; IR 4 dropped that rule and
     # any opset is valid at a newer IR version: the added gamma/beta need no input entries.
-    proto.ir_version = max(proto.ir_version, _IR_INITIALIZERS_NEED_NO_INPUT)
+    proto.ir_version = max(proto.ir_version, MIN_IR_VERSION)
     del proto.opset_import[:]
     proto.opset_import.extend(
         onnx.helper.make_opsetid(domain, version) for domain, version in model.opset_imports.items()
