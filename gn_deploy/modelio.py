@@ -128,6 +128,8 @@ def _upgraded(proto: onnx.ModelProto, opset: int, path: Path | None = None) -> o
         ) from exc
     needed = onnx.helper.find_min_ir_version_for(list(result.opset_import), ignore_unknown=True)
     result.ir_version = max(result.ir_version, needed)
+    if not result.functions and proto.functions:  # the converter drops model-local functions
+        result.functions.extend(proto.functions)
     return result
 
 

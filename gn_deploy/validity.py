@@ -51,7 +51,8 @@ def check_model_file(staged: Path, shown: Path, source: Path | None = None) -> N
         )
     proto = onnx.load(staged, load_external_data=False)
     domains = {node.domain for node in proto.graph.node}
-    if not domains <= ORT_DOMAINS or _size(staged, proto) > ORT_LOAD_MAX_BYTES:
+    local = {function.domain for function in proto.functions}  # ORT runs model-local functions
+    if not domains <= ORT_DOMAINS | local or _size(staged, proto) > ORT_LOAD_MAX_BYTES:
         return
     import onnxruntime as ort
 

@@ -281,3 +281,49 @@ def test_ir3_models_come_out_valid(
     assert code == 0, err
     onnx.checker.check_model(str(out), full_check=True)
     assert onnx.load(out).ir_version >= (10 if target == "onnx" else 4)
+
+
+@pytest.mark.parametrize("target", ["onnx", "trt-plugin"])
+def test_sites_whose_nodes_share_names_fuse_into_valid_models(
+    exported: Exporter, tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    model = onnx.load(exported("torchscript", 17))
+    for node in model.graph.node:  # both GNs' nodes now carry the first GN's names
+        node.name = node.name.replace("gn2", "gn1")
+    src, out = tmp_path / "dup.onnx", tmp_path / "o.onnx"
+    onnx.save(model, src)
+    code, _, err = _run(capsys, "fuse", str(src), "-o", str(out), "--target", target)
+    assert code == 0, err
+    fused = onnx.load(out)
+    op = "GroupNormalization" if target == "onnx" else "FusedGroupNorm"
+    sites = [n for n in fused.graph.node if n.op_type == op]
+    assert len(sites) == 2 and all(name for n in sites for name in n.input)
+    assert len({n.name for n in fused.graph.node}) == len(fused.graph.node)
+    onnx.checker.check_model(str(out), full_check=True)
+
+
+def test_model_local_functions_survive_the_opset_upgrade(
+    exported: Exporter, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from onnx import helper
+
+    model = onnx.load(exported("torchscript", 17))
+    body = [helper.make_node("Relu", ["a"], ["b"])]
+    model.functions.append(
+        helper.make_function("local", "MyRelu", ["a"], ["b"], body, [helper.make_opsetid("", 17)])
+    )
+    model.opset_import.append(helper.make_opsetid("local", 1))
+    last = model.graph.output[0].name
+    model.graph.node.append(helper.make_node("MyRelu", [last], ["final"], domain="local"))
+    model.graph.output[0].name = "final"
+    src, out = tmp_path / "func.onnx", tmp_path / "o.onnx"
+    onnx.save(model, src)
+    code, _, err = _run(capsys, "fuse", str(src), "-o", str(out))  # opset 17 -> 21
+    assert code == 0, err
+    assert [f.name for f in onnx.load(out).functions] == ["MyRelu"]
+    import numpy as np
+
+    from tests.helpers import run_ort
+
+    x = np.random.default_rng(0).standard_normal((2, 8, 5, 6)).astype(np.float32)
+    np.testing.assert_allclose(run_ort(out, {"x": x})[0], run_ort(src, {"x": x})[0], atol=1e-5)

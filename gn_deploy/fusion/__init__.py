@@ -91,13 +91,11 @@ def _complete(site: GroupNormSite, emitter: Emitter) -> GroupNormSite | Refusal:
 
 def _emit(model: ir.Model, site: GroupNormSite, emitter: Emitter, edits: Edits) -> None:
     graph = model.graph
-    prefix = f"{site.name}/gn_deploy"
+    # Exporters and tools may give several nodes one name: the emitted names must be unique.
+    prefix = edits.unique(f"{site.name}/gn_deploy")
     emitted = emitter.emit(site, site.x, prefix)
     for init in emitted.initializers:
-        base, k = init.name, 1
-        while init.name in graph.initializers:
-            init.name = f"{base}_{k}"
-            k += 1
+        init.name = edits.unique(init.name)
         graph.register_initializer(init)
         edits.added_initializers.append(init)
     edits.removed.update(site.nodes)

@@ -26,10 +26,23 @@ class Edits:
     inserted: dict[ir.Node, list[ir.Node]] = field(default_factory=dict)  # in place of a node
     added_initializers: list[ir.Value] = field(default_factory=list)
     removed_initializers: set[str] = field(default_factory=set)
+    taken: set[str] = field(default_factory=set)  # node and value names in use
 
     @classmethod
     def of(cls, model: ir.Model) -> Edits:
-        return cls(order=list(model.graph))
+        order = list(model.graph)
+        taken = {n.name for n in order if n.name}
+        taken.update(v.name for n in order for v in n.outputs if v.name)
+        taken.update(model.graph.initializers)
+        return cls(order=order, taken=taken)
+
+    def unique(self, base: str) -> str:
+        """``base``, or ``base_1``, ``base_2``, ...: a name no node or value has yet."""
+        name, k = base, 1
+        while name in self.taken:
+            name, k = f"{base}_{k}", k + 1
+        self.taken.add(name)
+        return name
 
 
 def patched_bytes(model: ir.Model, edits: Edits) -> bytes:
