@@ -130,7 +130,25 @@ def _upgraded(proto: onnx.ModelProto, opset: int, path: Path | None = None) -> o
     result.ir_version = max(result.ir_version, needed)
     if not result.functions and proto.functions:  # the converter drops model-local functions
         result.functions.extend(proto.functions)
+    _keep_io_types(proto.graph, result.graph)
     return result
+
+
+def _keep_io_types(source: onnx.GraphProto, converted: onnx.GraphProto) -> None:
+    """Graph inputs and outputs keep their declared types through the version converter.
+
+    It takes a graph output's type from a value_info entry of the same name when there is one;
+    converters such as onnxconverter-common's fp16 leave such entries stale (fp16 for an output
+    their Cast makes fp32), and the converted model would then contradict itself.
+    """
+    declared = {v.name: v for v in [*source.input, *source.output]}
+    for value in [*converted.input, *converted.output]:
+        if value.name in declared:
+            value.type.CopyFrom(declared[value.name].type)
+    io = set(declared)
+    kept = [v for v in converted.value_info if v.name not in io]
+    del converted.value_info[:]
+    converted.value_info.extend(kept)
 
 
 def _infer(proto: onnx.ModelProto) -> onnx.ModelProto:

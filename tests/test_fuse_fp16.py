@@ -116,3 +116,32 @@ def test_bfloat16_graphs(tmp_path: Path, exporter: str, opset: int, target: str,
     (got,), (want,) = run_reference(out, {"x": x}), run_reference(src, {"x": x})
     assert got.dtype == ml_dtypes.bfloat16
     assert relative_l2(got, want) <= tolerance_for("bfloat16")
+
+
+@pytest.mark.parametrize(("target", "op", "run"), TARGETS, ids=[t[0] for t in TARGETS])
+@pytest.mark.parametrize("source", ["paddle", "torchscript"])
+def test_float16_converter_keeping_float32_io(
+    exported: Exporter, tmp_path: Path, source: str, target: str, op: str, run
+) -> None:
+    # keep_io_types: x arrives fp32 and is cast to fp16 once for each consumer (the grouped
+    # Reshape, the Shape that restores it); the output is cast back, with a stale fp16
+    # value_info left for it
+    from onnxconverter_common import float16
+
+    fp32 = (
+        onnx.load(Path(__file__).parent / "data" / "paddle_groupnorm.onnx")
+        if source == "paddle"
+        else onnx.load(exported("torchscript", 17))
+    )
+    src = tmp_path / "fp16io32.onnx"
+    onnx.save(float16.convert_float_to_float16(fp32, keep_io_types=True), src)
+    out = tmp_path / "f.onnx"
+    report = fuse_model(src, out, target=target)
+    sites = 1 if source == "paddle" else 2
+    assert report.count("fused") == len(report.sites) == sites
+    assert op_counts(out)[op] == sites and op_counts(out)["InstanceNormalization"] == 0
+    onnx.checker.check_model(str(out), full_check=True)
+    x = _x((2, 8, 5, 6), np.float32)
+    (got,), (want,) = run(out, {"x": x}), run_ort(src, {"x": x})
+    assert got.dtype == np.float32
+    assert relative_l2(got, want) <= tolerance_for("float16")

@@ -72,6 +72,27 @@ def fold_float(value: ir.Value | None) -> float | None:
     return float(arr.reshape(-1)[0])
 
 
+# Ops whose output has the shape of their first input.
+_SHAPE_KEEPING = ("Cast", "Identity", "CastLike")
+
+
+def shape_root(value: ir.Value) -> ir.Value:
+    """The value ``value``'s shape comes from, through Cast and Identity nodes."""
+    node = value.producer()
+    while node is not None and node.op_type in _SHAPE_KEEPING and node.domain in ("", "ai.onnx"):
+        value = node.inputs[0]
+        if value is None:
+            break
+        node = value.producer()
+    return value
+
+
+def _same_shape(a: ir.Value, b: ir.Value | None) -> bool:
+    """Whether ``a`` certainly has ``b``'s shape (the same value, or casts of one value: an fp16
+    converter that keeps fp32 inputs casts x once for each of its consumers)."""
+    return b is not None and (a is b or shape_root(a) is shape_root(b))
+
+
 def _shape_of(node: ir.Node, anchor: ir.Value | None) -> np.ndarray | None:
     source = node.inputs[0]
     if source is None or source.shape is None:
@@ -80,7 +101,7 @@ def _shape_of(node: ir.Node, anchor: ir.Value | None) -> np.ndarray | None:
     for axis, dim in enumerate(source.shape):
         if isinstance(dim, int):
             dims.append(dim)
-        elif source is anchor:
+        elif _same_shape(source, anchor):
             dims.append(Dim(axis))
         else:
             return None

@@ -16,6 +16,7 @@ import onnx
 import onnx_ir as ir
 
 from gn_deploy.backends.ort import run_small_model
+from gn_deploy.fusion.constants import shape_root
 from gn_deploy.fusion.emitters import Emitter
 from gn_deploy.fusion.site import GroupNormSite, Layout
 from gn_deploy.reference import relative_l2, tolerance_for
@@ -181,17 +182,26 @@ def _value_info(name: str, value: ir.Value, shape: tuple[int, ...] | None) -> on
     return onnx.helper.make_tensor_value_info(name, elem, shape)
 
 
-def _closure(site: GroupNormSite) -> tuple[list[ir.Node], list[ir.Value]]:
-    """The nodes computing ``site.output`` from ``site.x`` and constants, in order."""
+def _closure(site: GroupNormSite) -> tuple[list[ir.Node], list[ir.Value], ir.Value | None]:
+    """The nodes computing ``site.output`` from ``site.x`` and constants, in order.
+
+    Also the graph input that x is a cast of, when the site reads it too: exporters compute
+    the grouped shape from the graph input (Shape of x before its Cast to fp16).
+    """
     order: list[ir.Node] = []
     initializers: dict[str, ir.Value] = {}
     seen: set[ir.Node] = set()
+    root = shape_root(site.x)
+    read_root: list[ir.Value] = []
 
     def visit(value: ir.Value) -> None:
         if value is site.x:
             return
         node = value.producer()
         if node is None:
+            if value is root and value.const_value is None:
+                read_root[:] = [value]
+                return
             if value.const_value is None:
                 raise ValueError(f"the site depends on graph input {value.name!r}")
             initializers[value.name or ""] = value
@@ -205,7 +215,7 @@ def _closure(site: GroupNormSite) -> tuple[list[ir.Node], list[ir.Value]]:
         order.append(node)
 
     visit(site.output)
-    return order, list(initializers.values())
+    return order, list(initializers.values()), next(iter(read_root), None)
 
 
 def _original_model(
@@ -215,14 +225,28 @@ def _original_model(
     graph = onnx.GraphProto(name="verify")
     for i in indices:
         site = sites[i]
-        nodes, inits = _closure(site)
+        nodes, inits, root = _closure(site)
         prefix = f"s{i}/"
 
-        def rename(name: str, site: GroupNormSite = site, prefix: str = prefix) -> str:
+        root_name = root.name if root is not None else None
+
+        def rename(
+            name: str,
+            site: GroupNormSite = site,
+            prefix: str = prefix,
+            root_name: str | None = root_name,
+        ) -> str:
             if not name:
                 return name  # an omitted optional input
-            return f"{prefix}x" if name == site.x.name else prefix + name
+            if name == root_name:
+                return f"{prefix}root"
+            return f"{prefix}x" if name == site.x.name else f"{prefix}v/{name}"
 
+        if root is not None:  # the graph input x was cast from: x cast back to its type
+            to = root.dtype.value if root.dtype is not None else onnx.TensorProto.FLOAT
+            graph.node.append(
+                onnx.helper.make_node("Cast", [f"{prefix}x"], [rename(root.name or "")], to=to)
+            )
         for node in nodes:
             proto = ir.serde.serialize_node(node)
             proto.input[:] = [rename(n) for n in proto.input]
