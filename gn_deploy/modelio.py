@@ -135,20 +135,18 @@ def _upgraded(proto: onnx.ModelProto, opset: int, path: Path | None = None) -> o
 
 
 def _keep_io_types(source: onnx.GraphProto, converted: onnx.GraphProto) -> None:
-    """Graph inputs and outputs keep their declared types through the version converter.
+    """Graph inputs, outputs and value_info keep their types through the version converter.
 
-    It takes a graph output's type from a value_info entry of the same name when there is one;
-    converters such as onnxconverter-common's fp16 leave such entries stale (fp16 for an output
-    their Cast makes fp32), and the converted model would then contradict itself.
+    Its own value_info loses the names of symbolic dims, and it takes a graph output's type
+    from a value_info entry of the same name, which onnxconverter-common's fp16 leaves stale;
+    the source's entries (graph inputs and outputs excepted) are kept instead.
     """
     declared = {v.name: v for v in [*source.input, *source.output]}
     for value in [*converted.input, *converted.output]:
         if value.name in declared:
             value.type.CopyFrom(declared[value.name].type)
-    io = set(declared)
-    kept = [v for v in converted.value_info if v.name not in io]
     del converted.value_info[:]
-    converted.value_info.extend(kept)
+    converted.value_info.extend(v for v in source.value_info if v.name not in declared)
 
 
 def _infer(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -145,3 +145,31 @@ def test_float16_converter_keeping_float32_io(
     (got,), (want,) = run(out, {"x": x}), run_ort(src, {"x": x})
     assert got.dtype == np.float32
     assert relative_l2(got, want) <= tolerance_for("float16")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_grouped_shape_read_from_the_graph_input(tmp_path: Path, dtype: str) -> None:
+    # TorchScript traces sizes from where they were read: a GN whose input is h = f(x) may
+    # restore h's shape with Shape(x), the model's input, which the verifier must stand in for
+    pytest.importorskip("torch", reason="exporter tests need torch")
+    from tests.helpers import two_gn_module
+
+    src = export_torch(
+        two_gn_module(8, 4, 4, True),
+        tmp_path / "m.onnx",
+        "torchscript",
+        17,
+        dynamic=True,
+        dtype=dtype,
+    )
+    model = onnx.load(src)
+    shapes = [n for n in model.graph.node if n.op_type == "Shape" and "gn2" in n.name]
+    assert len(shapes) == 1 and shapes[0].input[0] != "x"
+    shapes[0].input[0] = "x"  # h + x has the shape of x
+    onnx.save(model, src)
+    out = tmp_path / "f.onnx"
+    report = fuse_model(src, out, target="onnx")
+    assert report.count("fused") == len(report.sites) == 2, [s.reason for s in report.sites]
+    x = _x((3, 8, 5, 6), getattr(np, dtype))
+    (got,), (want,) = run_ort(out, {"x": x}), run_ort(src, {"x": x})
+    assert relative_l2(got.astype(np.float64), want.astype(np.float64)) <= tolerance_for(dtype)

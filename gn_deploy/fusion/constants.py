@@ -93,6 +93,19 @@ def _same_shape(a: ir.Value, b: ir.Value | None) -> bool:
     return b is not None and (a is b or shape_root(a) is shape_root(b))
 
 
+def _same_symbol(dim: object, anchor: ir.Value | None, axis: int, rank: int) -> bool:
+    """Whether a named dim is the anchor's at the same axis (shape inference names a dim once
+    and carries the name: Shape(x) may stand for the shape of x + h)."""
+    shape = anchor.shape if anchor is not None else None
+    return (
+        shape is not None
+        and len(shape) == rank
+        and isinstance(dim, ir.SymbolicDim)
+        and dim.value is not None
+        and shape[axis] == dim
+    )
+
+
 def _shape_of(node: ir.Node, anchor: ir.Value | None) -> np.ndarray | None:
     source = node.inputs[0]
     if source is None or source.shape is None:
@@ -101,7 +114,7 @@ def _shape_of(node: ir.Node, anchor: ir.Value | None) -> np.ndarray | None:
     for axis, dim in enumerate(source.shape):
         if isinstance(dim, int):
             dims.append(dim)
-        elif _same_shape(source, anchor):
+        elif _same_shape(source, anchor) or _same_symbol(dim, anchor, axis, len(source.shape)):
             dims.append(Dim(axis))
         else:
             return None

@@ -182,17 +182,29 @@ def _value_info(name: str, value: ir.Value, shape: tuple[int, ...] | None) -> on
     return onnx.helper.make_tensor_value_info(name, elem, shape)
 
 
-def _closure(site: GroupNormSite) -> tuple[list[ir.Node], list[ir.Value], ir.Value | None]:
+@dataclass
+class _Closure:
+    """What the verifier extracts of a site from its graph."""
+
+    nodes: list[ir.Node]
+    initializers: list[ir.Value]
+    root: ir.Value | None  # the graph input x is a cast of, when the site reads it
+    shape_only: list[ir.Value]  # other graph inputs the site reads only the shape of
+
+
+def _closure(site: GroupNormSite) -> _Closure:
     """The nodes computing ``site.output`` from ``site.x`` and constants, in order.
 
-    Also the graph input that x is a cast of, when the site reads it too: exporters compute
-    the grouped shape from the graph input (Shape of x before its Cast to fp16).
+    Exporters compute a grouped shape from a graph input: the Shape of x before its Cast to
+    fp16 (then x is fed, cast back), or of the model's input when the batch size is traced
+    from there (then a stand-in of the concrete shape is made for it).
     """
     order: list[ir.Node] = []
     initializers: dict[str, ir.Value] = {}
     seen: set[ir.Node] = set()
     root = shape_root(site.x)
     read_root: list[ir.Value] = []
+    shape_only: list[ir.Value] = []
 
     def visit(value: ir.Value) -> None:
         if value is site.x:
@@ -210,12 +222,38 @@ def _closure(site: GroupNormSite) -> tuple[list[ir.Node], list[ir.Value], ir.Val
             return
         seen.add(node)
         for inp in node.inputs:
-            if inp is not None:
-                visit(inp)
+            if inp is None:
+                continue
+            if node.op_type == "Shape" and _is_graph_input(inp) and inp not in (site.x, root):
+                if inp not in shape_only:
+                    shape_only.append(inp)
+                continue
+            visit(inp)
         order.append(node)
 
     visit(site.output)
-    return order, list(initializers.values()), next(iter(read_root), None)
+    return _Closure(order, list(initializers.values()), next(iter(read_root), None), shape_only)
+
+
+def _is_graph_input(value: ir.Value) -> bool:
+    return value.producer() is None and value.const_value is None
+
+
+def _stand_in_shape(site: GroupNormSite, value: ir.Value) -> list[int]:
+    """A concrete shape for a graph input the site reads only the shape of: its static dims,
+    the test shape of x where a symbolic dim is x's too, 1 elsewhere."""
+    assert value.shape is not None
+    test = concrete_shape(site)
+    x_dims = list(site.x.shape or [])
+    dims = []
+    for dim in value.shape:
+        if isinstance(dim, int):
+            dims.append(dim)
+        elif dim in x_dims:
+            dims.append(test[x_dims.index(dim)])
+        else:
+            dims.append(1)
+    return dims
 
 
 def _original_model(
@@ -225,7 +263,8 @@ def _original_model(
     graph = onnx.GraphProto(name="verify")
     for i in indices:
         site = sites[i]
-        nodes, inits, root = _closure(site)
+        closure = _closure(site)
+        nodes, inits, root = closure.nodes, closure.initializers, closure.root
         prefix = f"s{i}/"
 
         root_name = root.name if root is not None else None
@@ -247,6 +286,15 @@ def _original_model(
             graph.node.append(
                 onnx.helper.make_node("Cast", [f"{prefix}x"], [rename(root.name or "")], to=to)
             )
+        for value in closure.shape_only:
+            shape = onnx.numpy_helper.from_array(np.asarray(_stand_in_shape(site, value), np.int64))
+            graph.node.append(
+                onnx.helper.make_node(
+                    "ConstantOfShape", [rename(f"{value.name}/shape")], [rename(value.name or "")]
+                )
+            )
+            shape.name = rename(f"{value.name}/shape")
+            graph.initializer.append(shape)
         for node in nodes:
             proto = ir.serde.serialize_node(node)
             proto.input[:] = [rename(n) for n in proto.input]
