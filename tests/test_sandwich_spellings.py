@@ -124,3 +124,49 @@ def test_spelling_fuses_exactly(
     w, b = (numpy_helper.to_array(i).reshape(-1) for i in model.graph.initializer)
     expected = group_norm_reference(x, G, 1e-4, w, b)
     assert relative_l2(run_ort(out, {"x": x})[0], expected) <= 1e-5
+
+
+@pytest.mark.parametrize("target", ["onnx", "trt-plugin"])
+def test_channels_lost_by_shape_inference_come_from_the_convolution(
+    tmp_path: Path, target: str
+) -> None:
+    # BiT's "same" padding (timm, transformers): a Pad whose pads are computed at run time,
+    # then a pool; ONNX shape inference loses every dim of the GN's input, channels included
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((C, 4, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([0, G, -1], np.int64), "gshape"),
+        numpy_helper.from_array(np.ones(G, np.float32), "ones"),
+        numpy_helper.from_array(np.zeros(G, np.float32), "zeros"),
+        numpy_helper.from_array((rng.random((C, 1, 1)) + 0.5).astype(np.float32), "gamma"),
+        numpy_helper.from_array(rng.standard_normal((C, 1, 1)).astype(np.float32), "beta"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+    ]
+    nodes = [  # pads of zeros, computed from x's shape through float: nothing for inference
+        helper.make_node("Shape", ["x"], ["xs"]),
+        helper.make_node("Cast", ["xs"], ["xsf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["xsf", "zero"], ["zf"]),
+        helper.make_node("Cast", ["zf"], ["z"], to=TensorProto.INT64),
+        helper.make_node("Concat", ["z", "z"], ["pads"], axis=0),
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Pad", ["c", "pads"], ["padded"]),
+        helper.make_node("MaxPool", ["padded"], ["h"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["h", "gshape"], ["grouped"]),
+        helper.make_node("InstanceNormalization", ["grouped", "ones", "zeros"], ["normed"]),
+        helper.make_node("Shape", ["h"], ["hs"]),
+        helper.make_node("Reshape", ["normed", "hs"], ["back"]),
+        helper.make_node("Mul", ["back", "gamma"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "beta"], ["y"]),
+    ]
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, "h", "w"])
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "bit", [x_info], [y_info], inits)
+    src = tmp_path / "bit.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    out = tmp_path / "f.onnx"
+    report = fuse_model(src, out, target=target)
+    assert report.count("fused") == len(report.sites) == 1, [s.reason for s in report.sites]
+    assert op_counts(out)["InstanceNormalization"] == 0
+    if target == "onnx":
+        x = rng.standard_normal((N, 4, H, W)).astype(np.float32)
+        assert relative_l2(run_ort(out, {"x": x})[0], run_ort(src, {"x": x})[0]) <= 1e-5

@@ -54,7 +54,7 @@ def grouped_views(
     views = []
     reason = f"Reshape {reshape.name!r} does not split input {x.name!r} into [N, G, ...] groups"
     if Layout.NCHW in layouts:
-        channels = x.shape[1]
+        channels = x.shape[1] if isinstance(x.shape[1], int) else channel_hint(x)
         groups = _groups(target, x.shape)
         if not isinstance(channels, int):
             reason = f"the channel count (axis 1) of input {x.name!r} is not static"
@@ -70,6 +70,35 @@ def grouped_views(
                 GroupedView(x, value, groups, channels, len(target or []), nodes, Layout.NHWC)
             )
     return views or reason
+
+
+# Ops whose output has the channels (axis 1) of their first input.
+_CHANNEL_KEEPING = {
+    "Pad", "MaxPool", "AveragePool", "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Elu",
+    "HardSigmoid", "HardSwish", "Softplus", "Identity", "Cast", "Dropout",
+}  # fmt: skip
+_HINT_DEPTH = 16
+
+
+def channel_hint(x: ir.Value) -> int | None:
+    """x's channel count where shape inference lost it (a Pad whose pads are computed, as for
+    timm's and transformers' BiT "same" padding): from the convolution that made x, through
+    ops that keep channels. The verifier proves whatever is read from it."""
+    value = x
+    for _ in range(_HINT_DEPTH):
+        node = value.producer()
+        if node is None or node.domain not in ("", "ai.onnx"):
+            return None
+        if node.op_type == "Conv":
+            weight = node.inputs[1]
+            shape = weight.shape if weight is not None else None
+            return shape[0] if shape is not None and isinstance(shape[0], int) else None
+        if node.op_type not in _CHANNEL_KEEPING or node.inputs[0] is None:
+            return None
+        value = node.inputs[0]
+        if value.shape is not None and len(value.shape) > 1 and isinstance(value.shape[1], int):
+            return value.shape[1]
+    return None
 
 
 def views_only(found: list[GroupedView] | str | None) -> list[GroupedView]:
