@@ -43,6 +43,15 @@ def _in_channels_first(
     Neither ONNX GroupNormalization nor the plugin op takes channels-last tensors; TensorRT
     can turn these Transposes into the plugin's channels-last formats.
     """
+    if site.view_shape is not None:  # x read as [N', C, ...]: reshape it first
+        shape = ir.node(
+            "Constant",
+            [],
+            attributes={"value": ir.tensor(np.asarray(site.view_shape, np.int64))},
+            name=f"{prefix}/view_shape",
+        )
+        view = ir.node("Reshape", [x, shape.outputs[0]], name=f"{prefix}/view")
+        return [shape, view, make(view.outputs[0])]
     if site.layout is Layout.NCHW:
         return [make(x)]
     assert x.shape is not None

@@ -46,6 +46,10 @@ class GroupNormSite:
     # The default-domain opset under which ``nodes`` mean what the recognizer read (None: the
     # model's); the verifier runs them at it.
     opset: int | None = None
+    # x is read as this channels-first shape: leading dims folded into the batch (the dynamo
+    # exporter folds a video model's permute(0, 2, 1, 3, 4).reshape(B*F, C, H, W) into the
+    # grouped Reshape, so x is [B, F, C, H, W]). None: x's own shape.
+    view_shape: tuple[int, ...] | None = None
 
     @property
     def name(self) -> str:

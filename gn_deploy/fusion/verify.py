@@ -168,6 +168,8 @@ def _random_input(site: GroupNormSite, rng: np.random.Generator) -> np.ndarray:
     """Per-channel offsets and scales, so that wrong grouping or wrong statistics show."""
     shape = concrete_shape(site)
     axis = 1 if site.layout is Layout.NCHW else len(shape) - 1
+    if site.view_shape is not None:  # channels sit after the leading axes folded into N
+        axis = len(shape) - len(site.view_shape) + 1
     bshape = [1] * len(shape)
     bshape[axis] = shape[axis]
     offset = rng.uniform(-3, 3, bshape).astype(np.float32)

@@ -31,6 +31,7 @@ class GroupedView:
     rank: int  # rank of the grouped view
     nodes: list[ir.Node] = field(default_factory=list)  # the Reshape and any Identity after it
     layout: Layout = Layout.NCHW
+    view_shape: tuple[int, ...] | None = None  # x read as [N', C, ...] (see GroupNormSite)
 
 
 def grouped_views(
@@ -62,6 +63,19 @@ def grouped_views(
             reason = f"channels {channels} are not divisible by the {groups} groups"
         elif groups is not None and target is not None:
             views.append(GroupedView(x, value, groups, channels, len(target), nodes))
+        elif (folded := _folded_batch(target, x.shape)) is not None:
+            view_shape, folded_groups = folded
+            views.append(
+                GroupedView(
+                    x,
+                    value,
+                    folded_groups,
+                    view_shape[1],
+                    len(target or []),
+                    nodes,
+                    view_shape=view_shape,
+                )
+            )
     if Layout.NHWC in layouts:
         channels_last = _channels_last_groups(target, x.shape)
         if channels_last is not None:
@@ -123,7 +137,12 @@ def restored_output(value: ir.Value, view: GroupedView) -> tuple[ir.Value, list[
     if not is_op(reshape, "Reshape") or reshape is None:
         return f"the normalized groups are not reshaped back to the shape of {view.x.name!r}"
     assert view.x.shape is not None
-    if not _is_shape_of(fold_ints(reshape.inputs[1], anchor=view.x), view.x.shape):
+    target = fold_ints(reshape.inputs[1], anchor=view.x)
+    if view.view_shape is not None:
+        restores = target is not None and _is_shape_of(target, ir.Shape(view.view_shape))
+    else:
+        restores = _is_shape_of(target, view.x.shape)
+    if not restores:
         return f"Reshape {reshape.name!r} does not restore the shape of {view.x.name!r}"
     return reshape.outputs[0], [*identities, reshape]
 
@@ -148,6 +167,7 @@ def site_on_view(
         channels=view.channels,
         nodes=[*view.nodes, *nodes, *after],
         layout=view.layout,
+        view_shape=view.view_shape,
     )
 
 
@@ -197,6 +217,31 @@ def _dim_matches(entry: int | Dim, axis: int, dim: object) -> bool:
     if isinstance(entry, Dim):
         return entry.axis == axis
     return isinstance(dim, int) and entry == dim
+
+
+def _folded_batch(
+    target: list[int | Dim] | None, shape: ir.Shape
+) -> tuple[tuple[int, ...], int] | None:
+    """(view shape, G) when ``target`` is [A0*...*Ak-1, G, -1 or rest] for a static x
+    [A0, ..., Ak-1, C, *S] (k >= 2): a batch folded from leading axes, channels at axis k."""
+    dims = list(shape)
+    if target is None or len(target) < 3 or not all(isinstance(d, int) for d in dims):
+        return None
+    if not all(isinstance(t, int) and t != 0 and t >= -1 for t in target):
+        return None
+    ints = [int(d) for d in dims]  # type: ignore[arg-type]
+    for k in range(2, len(ints) - 1):
+        batch, channels, groups = math.prod(ints[:k]), ints[k], target[1]
+        if target[0] != batch or groups <= 0 or channels % groups:
+            continue
+        rest = [int(t) for t in target[2:]]
+        known = math.prod(r for r in rest if r != -1)
+        if rest.count(-1) > 1 or (
+            rest.count(-1) == 0 and known * groups * batch != math.prod(ints)
+        ):
+            continue
+        return (batch, channels, *ints[k + 1 :]), groups
+    return None
 
 
 def _groups(target: list[int | Dim] | None, shape: ir.Shape) -> int | None:
