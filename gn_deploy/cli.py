@@ -206,7 +206,7 @@ def _add_fuse_options(p: argparse.ArgumentParser) -> None:
         "--strict",
         action="store_true",
         help="fail (exit 1, nothing written) on suspicious parameters such as an "
-        "epsilon of 1e20 or NaN, instead of warning",
+        "epsilon of 1e20 or NaN, instead of warning; and on a model without GN",
     )
     _add_common(p)
 

@@ -26,7 +26,8 @@ def _size(staged: Path, proto: onnx.ModelProto) -> int:
     return sum(f.stat().st_size for f in files if f.is_file())
 
 
-def _checker_error(path: Path) -> str | None:
+def checker_error(path: Path) -> str | None:
+    """The first line of what ONNX's full check finds wrong with the model at ``path``."""
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:  # the checker raises several types (ValidationError, InferenceError)
@@ -34,15 +35,22 @@ def _checker_error(path: Path) -> str | None:
     return None
 
 
+def input_error(path: Path) -> str | None:
+    """What makes an input model invalid; an op deprecated at the model's opset (ONNX's
+    GroupNormalization-18, which gn-deploy replaces) is a reason to fuse, not an error."""
+    error = checker_error(path)
+    return None if error is not None and "is deprecated in domain_version" in error else error
+
+
 def check_model_file(staged: Path, shown: Path, source: Path | None = None) -> None:
     """Raise GnDeployError naming ``shown`` when the model at ``staged`` is not valid.
 
-    When ``source`` (the model it was made from) fails the same check, the error says so: the
-    fault was in the input, not in what gn-deploy did to it.
+    ``source``: the model it was made from, already known to be invalid itself; the error
+    then says so: the fault was in the input, not in what gn-deploy did to it.
     """
-    error = _checker_error(staged)
+    error = checker_error(staged)
     if error is not None:
-        if source is not None and _checker_error(source) is not None:
+        if source is not None:
             raise GnDeployError(
                 f"{source}: not a valid ONNX model to begin with ({error}); nothing written"
             )

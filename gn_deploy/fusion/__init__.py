@@ -23,7 +23,7 @@ from gn_deploy.fusion.suspicious import suspicious_parameters
 from gn_deploy.fusion.verify import Proof, verify_sites
 from gn_deploy.modelio import SOURCE_OPSET, OpsetUpgradeError, load_model, uses_external_data
 from gn_deploy.outputs import Outputs, guard, inputs_of, model_files
-from gn_deploy.validity import check_model_file
+from gn_deploy.validity import check_model_file, input_error
 
 __all__ = ["FuseReport", "GroupNormSite", "find_sites", "fuse_model", "inspect_model"]
 
@@ -211,6 +211,8 @@ def fuse_model(
 
     Sites that fail their proof are left as they were and reported; a model without GN is
     written unchanged (``strict``: refused). ``report_path`` also receives the report as JSON.
+    An input that fails ONNX's full check is said to in a note (torch writes bf16
+    InstanceNormalization, which ONNX does not allow; fusing removes it).
     The output must pass ONNX's full check (and load in ONNX Runtime where it can run it);
     otherwise, as on any error, nothing is written. The input files are never modified.
     """
@@ -226,8 +228,14 @@ def fuse_model(
             raise GnDeployError(f"{exc}; --target trt-plugin keeps the model's opset") from exc
         reads = model_files(model, src)
         guard(writes, inputs_of(src, reads[1:]))
+        invalid = input_error(src)
         external = uses_external_data(model)
         notes = emitter.prepare(model)
+        if invalid is not None:
+            notes.append(
+                f"the input is not a valid ONNX model ({invalid}); the result is written only "
+                "if it is"
+            )
         pending, report = _analyse(model, emitter, verify, seed)
         if not report.sites:
             if strict:
@@ -245,7 +253,7 @@ def fuse_model(
                 staged = outputs.stage_model(model, out)
             else:
                 staged = outputs.stage_bytes(out, patched_bytes(model, edits))
-            check_model_file(staged, out, src)
+            check_model_file(staged, out, src if invalid is not None else None)
             report.input, report.output = os.fspath(path), os.fspath(out)
             report.notes = notes
             report.seconds = time.perf_counter() - start
