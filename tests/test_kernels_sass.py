@@ -2,13 +2,14 @@
 
 Every vector specialisation moves x in 16-byte accesses (LDG.E.128, or LDGSTS.*.128 copies into
 shared memory) and no kernel touches local memory (LDL/STL: spills or a stack array).
-cuobjdump comes from PyPI (nvidia-cuda-cuobjdump, in the dev extra).
+cuobjdump and the nvdisasm it calls come from PyPI (nvidia-cuda-cuobjdump, nvidia-cuda-nvdisasm,
+in the dev extra).
 """
 
 from __future__ import annotations
 
+import os
 import re
-import shutil
 import subprocess
 import sys
 from functools import cache
@@ -22,14 +23,15 @@ ARCH = "sm_90"
 
 
 def _cuobjdump() -> Path | None:
+    """cuobjdump with nvdisasm beside it (cuobjdump runs nvdisasm to print machine code)."""
     beside_python = Path(sys.executable).parent.parent.glob(
         "lib/python*/site-packages/nvidia/*/bin"
     )
-    for folder in beside_python:
-        if (folder / "cuobjdump").is_file():
+    on_path = [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]
+    for folder in [*beside_python, *on_path]:
+        if (folder / "cuobjdump").is_file() and (folder / "nvdisasm").is_file():
             return folder / "cuobjdump"
-    found = shutil.which("cuobjdump")
-    return Path(found) if found else None
+    return None
 
 
 pytestmark = [
@@ -38,7 +40,9 @@ pytestmark = [
         reason=f"GN kernel library not built at {kernels.library_path()}: needs nvcc",
     ),
     pytest.mark.skipif(
-        _cuobjdump() is None, reason="cuobjdump not found (pip install nvidia-cuda-cuobjdump)"
+        _cuobjdump() is None,
+        reason="cuobjdump and nvdisasm not found "
+        "(pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)",
     ),
 ]
 
@@ -46,11 +50,15 @@ pytestmark = [
 @cache
 def _functions() -> dict[str, str]:
     """Mangled kernel name -> its sm_90 SASS."""
+    tool = _cuobjdump()
+    assert tool is not None
+    env = {**os.environ, "PATH": f"{tool.parent}:{os.environ.get('PATH', '')}"}
     out = subprocess.run(
-        [str(_cuobjdump()), "-sass", "-arch", ARCH, str(kernels.library_path())],
+        [str(tool), "-sass", "-arch", ARCH, str(kernels.library_path())],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
     ).stdout
     parts = re.split(r"^\s*Function : (\S+)\s*$", out, flags=re.M)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
