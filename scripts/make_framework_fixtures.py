@@ -3,7 +3,11 @@
 Needs packages the test suite does not install (too heavy for CI):
     python3 -m venv /tmp/fx
     /tmp/fx/bin/pip install tensorflow-cpu tf2onnx paddlepaddle paddle2onnx
-    /tmp/fx/bin/python scripts/make_framework_fixtures.py
+    /tmp/fx/bin/python scripts/make_framework_fixtures.py keras tfa paddle
+Keras 2 (the Keras of most deployed TensorFlow models) needs TensorFlow 2.15 in its own venv:
+    python3 -m venv /tmp/fx215
+    /tmp/fx215/bin/pip install tensorflow-cpu==2.15.1 tf2onnx==1.17.0 onnx==1.16.2
+    /tmp/fx215/bin/python scripts/make_framework_fixtures.py keras2
 Every model: input "x", batch 2, 8 channels in 4 groups, random affine; channels last for
 TensorFlow (NHWC), channels first for paddle (NCHW). Reference inputs and outputs go beside each
 model as .npz, so the tests check against the framework itself.
@@ -25,7 +29,8 @@ def _save_io(name: str, x: np.ndarray, y: np.ndarray) -> None:
     print(f"wrote {name}.onnx and {name}.npz")
 
 
-def keras_group_normalization() -> None:
+def keras_group_normalization(name: str = "keras_groupnorm") -> None:
+    """keras.layers.GroupNormalization: Keras 3 uses moments, Keras 2 tf.nn.weighted_moments."""
     import keras
     import tensorflow as tf
     import tf2onnx
@@ -38,10 +43,10 @@ def keras_group_normalization() -> None:
     spec = (tf.TensorSpec((None, H, W, CHANNELS), tf.float32, name="x"),)
     fn = tf.function(lambda x: layer(x))
     tf2onnx.convert.from_function(
-        fn, input_signature=spec, opset=17, output_path=str(OUT / "keras_groupnorm.onnx")
+        fn, input_signature=spec, opset=17, output_path=str(OUT / f"{name}.onnx")
     )
     x = np.random.default_rng(3).normal(size=(2, H, W, CHANNELS)).astype(np.float32) * 2 + 1
-    _save_io("keras_groupnorm", x, fn(tf.constant(x)).numpy())
+    _save_io(name, x, fn(tf.constant(x)).numpy())
 
 
 def tfa_group_normalization() -> None:
@@ -93,6 +98,7 @@ if __name__ == "__main__":
     wanted = sys.argv[1:] or ["keras", "tfa", "paddle"]
     jobs = {
         "keras": keras_group_normalization,
+        "keras2": lambda: keras_group_normalization("keras2_groupnorm"),
         "tfa": tfa_group_normalization,
         "paddle": paddle_group_norm,
     }

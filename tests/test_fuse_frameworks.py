@@ -1,4 +1,5 @@
-"""GN from other frameworks: Keras (channels last, via tf2onnx), tensorflow-addons' math, paddle.
+"""GN from other frameworks: Keras 3 and Keras 2 (channels last, via tf2onnx; Keras 2 through
+tf.nn.weighted_moments with div_no_nan guards), tensorflow-addons' math, paddle.
 
 The models in tests/data/ were made by scripts/make_framework_fixtures.py (TensorFlow and
 paddle are too heavy to install for every test run); beside each is the framework's own output.
@@ -20,6 +21,7 @@ from tests.helpers import run_ort, run_reference
 DATA = Path(__file__).parent / "data"
 FIXTURES = [
     ("keras_groupnorm", "moments-folded", 2),
+    ("keras2_groupnorm", "moments-folded", 2),
     ("tfa_groupnorm", "moments-folded", 2),
     ("paddle_groupnorm", "instancenorm-sandwich", 0),
 ]

@@ -51,6 +51,8 @@ def fold(value: ir.Value | None, anchor: ir.Value | None = None) -> np.ndarray |
         return None
     if result is None or result.size > MAX_FOLD_ELEMENTS:
         return None
+    if result.dtype == object and not any(isinstance(v, Dim) for v in result.flat):
+        return result.astype(np.int64)  # only the static part of a shape is left: plain ints
     return result
 
 

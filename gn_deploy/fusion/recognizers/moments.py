@@ -4,7 +4,8 @@
     n  = (xg - m) / sqrt(v + eps)   or   (xg - m) * rstd(v + eps);  y = Reshape(n, shape(x))
 
 Built from small matchers so that every spelling composes: ``mean_of`` (ReduceMean, or
-ReduceSum divided by the count), ``variance_of`` (mean of squared deviations, or
+ReduceSum divided by the count, a weighted mean with weights of ones as Keras 2 writes it through
+tf.nn.weighted_moments), ``variance_of`` (mean of squared deviations, or
 E[x²] − E[x]²; squares as Mul or Pow 2), ``rstd_of`` (Reciprocal(Sqrt), Pow −0.5, c / Sqrt,
 times a constant). Statistics may pass through Reshape/Unsqueeze/Squeeze/Identity (keepdims=0
 exports). The anchor is the normalizing Div or Mul.
@@ -94,10 +95,104 @@ def _group_count(view: GroupedView) -> int | None:
     return int(np.prod(list(shape)[1:])) // view.num_groups
 
 
+def _filled(value: ir.Value | None, fill: float) -> bool:
+    """``value`` is a tensor of ``fill`` only: a constant, or ConstantOfShape (ones_like)
+    through shape-only ops."""
+    while value is not None:
+        constant = fold(value)
+        if constant is not None:
+            return constant.dtype != object and bool(np.all(constant == fill))
+        node = value.producer()
+        if is_op(node, "ConstantOfShape") and node is not None:
+            attr = node.attributes.get("value")
+            tensor = attr.as_tensor() if attr is not None else None
+            filled = 0.0 if tensor is None else float(tensor.numpy().reshape(-1)[0])
+            return filled == fill
+        if node is None or node.op_type not in (*_STATS_VIEWS, "Cast", "Expand"):
+            return False
+        value = node.inputs[0]
+    return False
+
+
+def _group_sum(value: ir.Value | None, view: GroupedView, seen: Matched) -> ir.Value | None:
+    """x for ``ReduceSum(x)`` over the group's axes, else None."""
+    node = _producer(_through_views(value, seen), "ReduceSum")
+    if node is None or _reduce_axes(node, view.rank) != group_axes(view):
+        return None
+    seen.add(node)
+    return node.inputs[0]
+
+
+def _made_from_shapes(value: ir.Value | None, view: GroupedView, seen: Matched) -> None:
+    """Add every node that computes ``value`` from constants and the shapes of x and the
+    grouped view (the ones_like / zeros_like tensors of weighted moments, and their shapes)."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if current is None or current is view.x or current is view.grouped:
+            continue
+        node = current.producer()
+        if node is None or node in seen.nodes:
+            continue
+        seen.add(node)
+        if node.op_type != "Shape":  # a Shape reads only the shape of its input: stop there
+            stack.extend(node.inputs)
+
+
+def _weighted_mean_source(
+    value: ir.Value | None, view: GroupedView, seen: Matched
+) -> ir.Value | None:
+    """s when ``value`` is tf.nn.weighted_moments' mean of s with weights of ones (Keras 2's
+    GroupNormalization): div_no_nan(ReduceSum(w * s), ReduceSum(w + zeros)), the division
+    guarded by Where(Equal(sum, 0), 0, ·)."""
+    trial = Matched()
+    value = _through_views(value, trial)
+    node = value.producer() if value is not None else None
+    guard = None
+    if is_op(node, "Where") and node is not None and fold_float(node.inputs[1]) == 0.0:
+        guard = _producer(node.inputs[0], "Equal")
+        trial.add(node)
+        node = _producer(node.inputs[2], "Div")
+    if not is_op(node, "Div") or node is None:
+        return None
+    product = _producer(_group_sum(node.inputs[0], view, trial), "Mul")
+    if product is None:
+        return None
+    weights, source = product.inputs[0], product.inputs[1]
+    if not _filled(weights, 1.0):
+        weights, source = source, weights
+    if not _filled(weights, 1.0):
+        return None
+    total = node.inputs[1]
+    summed = _group_sum(total, view, trial)
+    added = _producer(summed, "Add")
+    if added is not None and _filled(added.inputs[1], 0.0):
+        trial.add(added)
+        summed = added.inputs[0]
+    if summed is not weights:
+        return None
+    _made_from_shapes(weights, view, trial)
+    if added is not None:
+        _made_from_shapes(added.inputs[1], view, trial)
+    if guard is not None:
+        if guard.inputs[0] is not total or fold_float(guard.inputs[1]) != 0.0:
+            return None
+        trial.add(guard)
+    for n in [*trial.nodes, product, node]:
+        seen.add(n)
+    return source
+
+
 def _mean(value: ir.Value | None, source: ir.Value, view: GroupedView, seen: Matched) -> bool:
-    """``value`` is the mean of ``source`` over the group: ReduceMean, or ReduceSum / count."""
+    """``value`` is the mean of ``source`` over the group: ReduceMean, ReduceSum / count, or
+    a weighted mean with weights of ones."""
     value = _through_views(value, seen)
     if _group_reduce(value, source, view, "ReduceMean", seen):
+        return True
+    weighted = Matched()
+    if _weighted_mean_source(value, view, weighted) is source:
+        for n in weighted.nodes:
+            seen.add(n)
         return True
     node = value.producer() if value is not None else None
     if is_op(node, "Div") and node is not None:
@@ -172,6 +267,8 @@ def variance_of(value: ir.Value | None, view: GroupedView, seen: Matched) -> boo
     if is_op(node, "Div") or is_op(node, "Mul"):  # ReduceSum(d²) / count
         inner = _producer(node.inputs[0], "ReduceSum")
         squared = inner.inputs[0] if inner is not None else None
+    if is_op(node, "Where") or is_op(node, "Div"):  # weighted mean of d² (weights of ones)
+        squared = _weighted_mean_source(value, view, Matched()) or squared
     trial = Matched()
     deviation = _square_of(squared, trial)
     if deviation is None or not deviation_of(deviation, view, trial):

@@ -113,7 +113,7 @@ def _site(
     seen = Matched()
     gamma_value, rstd = None, inv
     for a, b in _operands(inv.producer(), "Mul"):
-        if fold(b) is not None:
+        if fold(b, view.x) is not None:  # gamma, maybe reshaped to a shape read off x
             gamma_value, rstd = b, a
             seen.add(inv.producer())
             break
@@ -127,8 +127,8 @@ def _site(
         return refusal(node, "the subtracted statistic is not the mean of each group")
     if not variance_of(variance, view, seen):
         return refusal(node, "the divisor is not the population variance of each group")
-    gamma = _per_channel(fold(gamma_value), view) if gamma_value is not None else None
-    beta = _per_channel(fold(beta_value), view) if beta_value is not None else None
+    gamma = _per_channel(fold(gamma_value, view.x), view) if gamma_value is not None else None
+    beta = _per_channel(fold(beta_value, view.x), view) if beta_value is not None else None
     if (gamma_value is not None and gamma is None) or (beta_value is not None and beta is None):
         return refusal(node, "the folded gamma/beta are not per-channel constants")
     site = site_on_view(view, FAMILY, node.outputs[0], [*seen.nodes, mul, node], epsilon)
