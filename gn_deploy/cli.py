@@ -131,7 +131,12 @@ def _build(args: argparse.Namespace) -> int:
         precision=args.precision,
         timing_cache=args.timing_cache,
         plugin=args.plugin,
+        runtime=args.runtime,
+        compute_capabilities=args.compute_capability,
+        report_path=args.report,
     )
+    if args.report:
+        print(f"report written to {args.report}")
     print(f"wrote {out}")
     return 0
 
@@ -328,11 +333,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "build",
-        help="build a TensorRT engine with the GN plugin (needs TensorRT and a GPU)",
-        description="Build a TensorRT 10 or 11 engine from ONNX (typically the output of "
-        "`fuse --target trt-plugin`) with gn-deploy's plugin library loaded. TensorRT 10 uses "
-        "builder precision flags; TensorRT 11 builds strongly typed, so for fp16 the graph is "
-        "converted first, keeping GN gamma/beta in fp32. Written atomically.",
+        help="build a TensorRT or TensorRT-RTX engine, with the GN plugin where the model uses it",
+        description="Build an engine from ONNX (the output of `fuse`) with TensorRT 10/11 for "
+        "the local GPU, or with TensorRT-RTX ahead of time for the GPUs named by "
+        "--compute-capability, on any machine (pip install 'gn-deploy[trt-rtx]'; no GPU "
+        "needed). gn-deploy's plugin library is loaded when the model has FusedGroupNorm ops. "
+        "TensorRT 10 uses builder precision flags; TensorRT 11 and TensorRT-RTX build strongly "
+        "typed, so for fp16 the graph is converted first, keeping GN gamma/beta in fp32. "
+        "Written atomically.",
+        epilog="examples:\n"
+        "  gn-deploy build demo.fused.onnx -o demo.engine --runtime tensorrt-rtx \\\n"
+        "      --compute-capability 8.6,12.0 --shapes x:1x4x32x32,2x4x32x32,4x4x32x32\n"
+        "  gn-deploy build demo.trt.onnx -o demo.engine --precision fp16 --report build.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.engine")
@@ -350,8 +363,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timing-cache",
         metavar="FILE",
-        help="read and update this TensorRT timing cache (faster rebuilds)",
+        help="read and update this TensorRT timing cache (faster rebuilds; not TensorRT-RTX)",
     )
+    p.add_argument(
+        "--runtime",
+        default="auto",
+        choices=["auto", "tensorrt", "tensorrt-rtx"],
+        help="the builder (default auto: TensorRT if installed, else TensorRT-RTX)",
+    )
+    p.add_argument(
+        "--compute-capability",
+        metavar="X.Y[,X.Y...]",
+        help="TensorRT-RTX: the GPUs to build for, e.g. 8.6,12.0 (default: the local GPU)",
+    )
+    p.add_argument("--report", metavar="FILE.json", help="also write what was built as JSON")
     _add_plugin_option(p)
     p.set_defaults(func=_build)
 

@@ -1,42 +1,30 @@
-"""Build a TensorRT engine (TensorRT 10 or 11) from ONNX with gn-deploy's plugin loaded."""
+"""Build an engine from ONNX (TensorRT 10/11, or TensorRT-RTX ahead of time) with our plugin."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gn_deploy.errors import GnDeployError
+from gn_deploy import plugin_op
+from gn_deploy.errors import GnDeployError, UsageError
 from gn_deploy.modelio import load_proto
 from gn_deploy.outputs import Outputs, guard, inputs_of
 from gn_deploy.trt.plugin import find_plugin_library, load_plugin
 from gn_deploy.trt.precision import convert_to_fp16, plan_precision
 from gn_deploy.trt.profiles import profiles_for
-
-INSTALL_HINT = (
-    "TensorRT's builder is not installed: `gn-deploy build` needs the `tensorrt` Python "
-    "package (TensorRT 10 or 11 with its builder, e.g. `pip install tensorrt-cu13` from "
-    "NVIDIA's package index) and an NVIDIA GPU"
-)
+from gn_deploy.trt.runtimes import load_runtime, note, parse_compute_capabilities, rtx_targets
 
 
 def require_tensorrt() -> Any:
     """The full TensorRT module (builder included), or a clear error naming what to install."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise GnDeployError(INSTALL_HINT) from exc
-    if not hasattr(trt, "Builder"):
-        raise GnDeployError(INSTALL_HINT + " (the installed tensorrt has no Builder)")
-    return trt
-
-
-def trt_major(trt: Any) -> int:
-    return int(str(trt.__version__).split(".")[0])
+    return load_runtime("tensorrt").trt
 
 
 def _progress_monitor(trt: Any) -> Any:
@@ -71,24 +59,49 @@ def build_engine(
     precision: str = "fp32",
     timing_cache: str | os.PathLike[str] | None = None,
     plugin: str | os.PathLike[str] | None = None,
+    runtime: str = "auto",
+    compute_capabilities: str | None = None,
+    report_path: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Build ``model`` into a serialized engine at ``output`` (written atomically).
 
     ``shapes`` are ``name:MIN,OPT,MAX`` profiles (static inputs default to their shape).
-    TensorRT 10 builds with builder precision flags; TensorRT 11 builds strongly typed, so for
-    fp16 the graph is converted first (GN gamma/beta stay fp32).
+    ``runtime``: ``tensorrt`` (10: builder precision flags; 11: strongly typed), ``tensorrt-rtx``
+    (ahead of time for ``compute_capabilities`` such as ``"8.6,12.0"``, no GPU needed), or
+    ``auto`` (TensorRT if installed). Strongly typed fp16 builds convert the graph first (GN
+    gamma/beta stay fp32). ``report_path`` receives what was built as JSON.
     """
     source, out = Path(model), Path(output)
     cache_path = Path(timing_cache) if timing_cache else None
+    report_file = Path(report_path) if report_path else None
     guard(
-        [(out, "-o"), *([(cache_path, "--timing-cache")] if cache_path else [])],
+        [
+            (out, "-o"),
+            *([(cache_path, "--timing-cache")] if cache_path else []),
+            *([(report_file, "--report")] if report_file else []),
+        ],
         inputs_of(source),
     )
-    profiles = profiles_for(load_proto(source), shapes)
-    trt = require_tensorrt()
-    plan = plan_precision(trt_major(trt), precision)
+    proto = load_proto(source)
+    profiles = profiles_for(proto, shapes)
+    wanted = parse_compute_capabilities(compute_capabilities)
+    rt = load_runtime(runtime)
+    for text in rt.notes:
+        note(text)
+    if rt.ahead_of_time and cache_path is not None:
+        raise UsageError("--timing-cache: TensorRT-RTX has no timing cache")
+    if not rt.ahead_of_time and wanted:
+        raise UsageError(
+            "--compute-capability is for TensorRT-RTX (--runtime tensorrt-rtx); TensorRT "
+            "builds for the GPU it runs on"
+        )
+    targets = rtx_targets(rt, wanted) if rt.ahead_of_time else []
+    plan = plan_precision(11 if rt.strongly_typed else rt.major, precision)
+    trt = rt.trt
     logger = trt.Logger(trt.Logger.WARNING)
-    load_plugin(trt, find_plugin_library(plugin))
+    if plugin is not None or _has_plugin_ops(proto):
+        load_plugin(trt, find_plugin_library(plugin))
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         if plan.convert_to == "float16":
             converted = Path(tmp) / "model.fp16.onnx"
@@ -96,32 +109,84 @@ def build_engine(
             source = converted
         builder = trt.Builder(logger)
         flags = 0
-        if plan.strongly_typed:
+        if plan.strongly_typed and not rt.ahead_of_time:  # TensorRT-RTX: always strongly typed
             flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(source)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise GnDeployError(f"{model}: TensorRT's ONNX parser failed: {errors}")
+            raise GnDeployError(f"{model}: {rt.name}'s ONNX parser failed: {errors}")
         config = builder.create_builder_config()
         for flag in plan.builder_flags:
             config.set_flag(getattr(trt.BuilderFlag, flag))
         for flag in plan.cleared_flags:
-            config.clear_flag(getattr(trt.BuilderFlag, flag))
+            if hasattr(trt.BuilderFlag, flag):
+                config.clear_flag(getattr(trt.BuilderFlag, flag))
+        if targets:
+            config.num_compute_capabilities = len(targets)
+            for index, target in enumerate(targets):
+                config.set_compute_capability(target, index)
         profile = builder.create_optimization_profile()
         for p in profiles:
             profile.set_shape(p.name, p.min, p.opt, p.max)
         config.add_optimization_profile(profile)
-        cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
-        cache = config.create_timing_cache(cache_bytes)
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        if not rt.ahead_of_time:
+            cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+            config.set_timing_cache(config.create_timing_cache(cache_bytes), ignore_mismatch=False)
         config.progress_monitor = _progress_monitor(trt)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
-            raise GnDeployError(f"{model}: TensorRT could not build the engine (see its log above)")
+            raise GnDeployError(
+                f"{model}: {rt.name} could not build the engine (see its log above)"
+            )
+        report = BuildReport(
+            runtime=rt.name,
+            version=rt.version,
+            compute_capabilities=wanted or (["local GPU"] if rt.ahead_of_time else []),
+            precision=precision,
+            inputs=[
+                {"name": p.name, "min": list(p.min), "opt": list(p.opt), "max": list(p.max)}
+                for p in profiles
+            ],
+            layers=network.num_layers,
+            plugin_layers=_plugin_layers(trt, network),
+            engine_bytes=serialized.nbytes,
+            seconds=round(time.perf_counter() - start, 3),
+        )
         with Outputs() as outputs:
             outputs.stage_bytes(out, memoryview(serialized))
             if cache_path is not None:
                 outputs.stage_bytes(cache_path, memoryview(config.get_timing_cache().serialize()))
+            if report_file is not None:
+                outputs.stage_text(report_file, json.dumps(asdict(report), indent=2) + "\n")
             outputs.commit()
     return out
+
+
+@dataclass
+class BuildReport:
+    """What `gn-deploy build --report` writes."""
+
+    runtime: str
+    version: str
+    compute_capabilities: list[str]
+    precision: str
+    inputs: list[dict[str, Any]]
+    layers: int
+    plugin_layers: int
+    engine_bytes: int
+    seconds: float
+
+
+def _has_plugin_ops(proto: Any) -> bool:
+    return any(
+        n.domain == plugin_op.DOMAIN and n.op_type == plugin_op.OP_TYPE for n in proto.graph.node
+    )
+
+
+def _plugin_layers(trt: Any, network: Any) -> int:
+    """Layers the parser made from FusedGroupNorm nodes (plugin layers of the network)."""
+    kinds = {
+        getattr(trt.LayerType, k) for k in ("PLUGIN_V3", "PLUGIN_V2") if hasattr(trt.LayerType, k)
+    }
+    return sum(1 for i in range(network.num_layers) if network.get_layer(i).type in kinds)

@@ -1,0 +1,142 @@
+"""Real engines built on this CPU machine with TensorRT-RTX, ahead of time for named GPUs.
+
+The demo model unfused and fused for ONNX (`--target onnx`), fp32 and fp16, for two compute
+capabilities, with a dynamic batch profile; and the one-line errors a user meets. Running the
+engines needs a GPU TensorRT-RTX supports (not this machine).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from gn_deploy.cli import main
+
+pytestmark = [
+    pytest.mark.trt_rtx,
+    pytest.mark.skipif(
+        importlib.util.find_spec("tensorrt_rtx") is None,
+        reason="needs TensorRT-RTX: pip install 'gn-deploy[trt-rtx]' (make test does)",
+    ),
+]
+PROFILE = "x:1x4x32x32,2x4x32x32,4x4x32x32"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    pytest.importorskip("torch", reason="the demo model is exported from torch")
+    from gn_deploy.export import export_model
+    from gn_deploy.fusion import fuse_model
+
+    folder = tmp_path_factory.mktemp("demo")
+    src = export_model(
+        "gn_deploy.models:demo_unet", ["x:1x4x32x32"], folder / "demo.onnx", dynamic=["x:0=batch"]
+    )
+    fused = folder / "demo.fused.onnx"
+    fuse_model(src, fused, target="onnx")
+    plugin = folder / "demo.trt.onnx"
+    fuse_model(src, plugin, target="trt-plugin")
+    return {"unfused": src, "fused": fused, "plugin": plugin}
+
+
+def _build(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(["build", *argv, "--runtime", "tensorrt-rtx"])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("model", ["unfused", "fused"])
+def test_engines_for_two_gpus(
+    demo: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    model: str,
+    precision: str,
+) -> None:
+    engine, report = tmp_path / "demo.engine", tmp_path / "build.json"
+    code, err = _build(
+        capsys, str(demo[model]), "-o", str(engine), "--compute-capability", "8.6,12.0",
+        "--shapes", PROFILE, "--precision", precision, "--report", str(report),
+    )  # fmt: skip
+    assert code == 0, err
+    built = json.loads(report.read_text())
+    assert built["runtime"] == "tensorrt-rtx" and built["compute_capabilities"] == ["8.6", "12.0"]
+    assert built["precision"] == precision and built["plugin_layers"] == 0
+    assert built["inputs"] == [
+        {"name": "x", "min": [1, 4, 32, 32], "opt": [2, 4, 32, 32], "max": [4, 4, 32, 32]}
+    ]
+    assert built["engine_bytes"] == engine.stat().st_size > 100_000
+    assert built["layers"] > 50
+    if model == "fused":  # one normalization layer per GN instead of the decomposed nodes
+        unfused_report = tmp_path / "unfused.json"
+        _build(
+            capsys, str(demo["unfused"]), "-o", str(tmp_path / "u.engine"),
+            "--compute-capability", "8.6,12.0", "--shapes", PROFILE, "--precision", precision,
+            "--report", str(unfused_report),
+        )  # fmt: skip
+        assert built["layers"] < json.loads(unfused_report.read_text())["layers"]
+
+
+def _one_error(err: str, *needles: str) -> None:
+    lines = [ln for ln in err.splitlines() if "error" in ln]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_plugin_model_without_the_plugin_library(
+    demo: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gn_deploy.trt import plugin
+
+    monkeypatch.delenv(plugin.PLUGIN_ENV, raising=False)
+    monkeypatch.setattr(plugin, "_CANDIDATES", ())
+    code, err = _build(
+        capsys, str(demo["plugin"]), "-o", str(tmp_path / "e.engine"),
+        "--compute-capability", "8.6", "--shapes", PROFILE,
+    )  # fmt: skip
+    assert code == 1
+    _one_error(err, "libgn_trt_plugin.so", "make plugin")
+    assert not (tmp_path / "e.engine").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (["--compute-capability", "9.0", "--shapes", PROFILE], ["9.0", "8.6"]),
+        (["--compute-capability", "8.6", "--shapes", "x:1x4x16x16"], ["axis 2", "32"]),
+        (["--compute-capability", "8.6", "--shapes", PROFILE, "--timing-cache", "c"], ["timing"]),
+    ],
+    ids=["hopper", "static-dims", "timing-cache"],
+)
+def test_one_line_errors(
+    demo: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    needles: list[str],
+) -> None:
+    code, err = _build(capsys, str(demo["fused"]), "-o", str(tmp_path / "e.engine"), *extra)
+    assert code == 2
+    _one_error(err, *needles)
+    assert not (tmp_path / "e.engine").exists()
+
+
+def test_no_gpu_and_no_target_asks_for_one(
+    demo: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gn_deploy.trt.runtimes import _has_gpu
+
+    if _has_gpu():
+        pytest.skip("checks behaviour on a machine without a GPU")
+    code, err = _build(
+        capsys, str(demo["fused"]), "-o", str(tmp_path / "e.engine"), "--shapes", PROFILE
+    )
+    assert code == 2
+    _one_error(err, "--compute-capability", "12.0")
