@@ -116,7 +116,8 @@ def test_build_without_tensorrt_is_one_clear_line(
 
     src = tmp_path / "m.onnx"
     fuse_model(exported("torchscript", 17), src, target="trt-plugin")
-    assert main(["build", str(src), "-o", str(tmp_path / "m.engine")]) == 1
+    out = str(tmp_path / "m.engine")
+    assert main(["build", str(src), "-o", out, "--runtime", "tensorrt"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "TensorRT's builder is not installed" in err[0]
     assert not (tmp_path / "m.engine").exists()
