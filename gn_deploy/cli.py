@@ -24,8 +24,10 @@ examples:
   gn-deploy inspect demo.onnx
   gn-deploy validate --model gn_deploy.models:demo_unet demo.onnx demo.fused.onnx \\
       --input x:1x4x32x32
-  gn-deploy build demo.trt.onnx -o demo.engine --shapes x:1x4x32x32,2x4x64x64,4x4x64x64 \
-      --precision fp16                                         # needs TensorRT and a GPU
+  gn-deploy build demo.fused.onnx -o demo.engine --runtime tensorrt-rtx \\
+      --compute-capability 8.6,12.0 --shapes x:1x4x32x32,2x4x32x32,4x4x32x32  # no GPU needed
+  gn-deploy build demo.trt.onnx -o demo.engine --shapes x:1x4x32x32,2x4x64x64,4x4x64x64 \\
+      --precision fp16                                         # TensorRT and a GPU
   gn-deploy bench fuse
   gn-deploy bench kernels -o docs/benchmarks/kernels.md      # needs a CUDA GPU
 """

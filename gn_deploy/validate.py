@@ -214,7 +214,15 @@ def validate(
         runs.append((f"{backend}:{Path(path).name}", outs))
     for path in engines:
         from gn_deploy.trt.runner import EngineRunner
+        from gn_deploy.trt.runtimes import has_gpu
 
+        if not Path(path).is_file():
+            raise UsageError(f"--engine {path}: no such file")
+        if not has_gpu():
+            raise GnDeployError(
+                f"--engine {path}: cannot run here: no NVIDIA GPU on this machine (an engine "
+                "runs only on a GPU it was built for; compare it on such a machine)"
+            )
         runs.append((f"tensorrt:{Path(path).name}", EngineRunner(path, plugin).run(feeds)))
     (ref_name, ref_outs), rest = runs[0], runs[1:]
     report = ValidationReport(reference=ref_name)

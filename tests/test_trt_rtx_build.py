@@ -131,12 +131,30 @@ def test_one_line_errors(
 def test_no_gpu_and_no_target_asks_for_one(
     demo: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gn_deploy.trt.runtimes import _has_gpu
+    from gn_deploy.trt.runtimes import has_gpu
 
-    if _has_gpu():
+    if has_gpu():
         pytest.skip("checks behaviour on a machine without a GPU")
     code, err = _build(
         capsys, str(demo["fused"]), "-o", str(tmp_path / "e.engine"), "--shapes", PROFILE
     )
     assert code == 2
     _one_error(err, "--compute-capability", "12.0")
+
+
+def test_validating_an_engine_without_a_gpu_says_why(
+    demo: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gn_deploy.trt.runtimes import has_gpu
+
+    if has_gpu():
+        pytest.skip("checks behaviour on a machine without a GPU")
+    engine = tmp_path / "demo.engine"
+    code, err = _build(
+        capsys, str(demo["fused"]), "-o", str(engine), "--compute-capability", "8.6",
+        "--shapes", PROFILE,
+    )  # fmt: skip
+    assert code == 0, err
+    code = main(["validate", str(demo["fused"]), "--engine", str(engine), "--input", "x:2x4x32x32"])
+    assert code == 1
+    _one_error(capsys.readouterr().err, str(engine), "no NVIDIA GPU")

@@ -132,7 +132,7 @@ def rtx_targets(runtime: Runtime, capabilities: list[str]) -> list[Any]:
         if name.startswith("SM") and name[2:].isdigit()
     }
     if not capabilities:
-        if not _has_gpu():
+        if not has_gpu():
             raise UsageError(
                 "no GPU here to build for: name the target GPUs with --compute-capability "
                 f"(TensorRT-RTX {runtime.version} builds for {_listed(supported)})"
@@ -152,7 +152,7 @@ def _listed(capabilities: dict[str, Any]) -> str:
     return ", ".join(sorted(capabilities, key=lambda c: tuple(int(p) for p in c.split("."))))
 
 
-def _has_gpu() -> bool:
+def has_gpu() -> bool:
     """Whether the CUDA driver sees a GPU (no CUDA Python package needed)."""
     try:
         cuda = ctypes.CDLL("libcuda.so.1")
