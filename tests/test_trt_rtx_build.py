@@ -158,3 +158,22 @@ def test_validating_an_engine_without_a_gpu_says_why(
     code = main(["validate", str(demo["fused"]), "--engine", str(engine), "--input", "x:2x4x32x32"])
     assert code == 1
     _one_error(capsys.readouterr().err, str(engine), "no NVIDIA GPU")
+
+
+def test_fp16_build_of_a_model_with_external_weights(
+    demo: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnx
+
+    src = tmp_path / "ext.onnx"
+    onnx.save(
+        onnx.load(demo["fused"]), src, save_as_external_data=True, location="ext.onnx.data",
+        size_threshold=0,
+    )  # fmt: skip
+    engine, report = tmp_path / "e.engine", tmp_path / "r.json"
+    code, err = _build(
+        capsys, str(src), "-o", str(engine), "--compute-capability", "8.9", "--shapes", PROFILE,
+        "--precision", "fp16", "--report", str(report),
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(report.read_text())["engine_bytes"] == engine.stat().st_size > 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -84,9 +85,11 @@ def convert_to_fp16(source: str | os.PathLike[str], output: str | os.PathLike[st
             ):
                 _cast_input(graph, node, index, ir.DataType.FLOAT)
     _reinfer_types(model)
-    proto = ir.serde.serialize_model(model)
-    onnx.checker.check_model(proto, full_check=True)
-    ir.save(model, output)
+    # Weights go to a data file beside the copy (the source's may be external, and models over
+    # 2 GB cannot be checked in memory); the copy is checked where it lies.
+    out = Path(output)
+    ir.save(model, out, external_data=out.name + ".data")
+    onnx.checker.check_model(str(out), full_check=True)
 
 
 def _float_only_inputs(model: ir.Model, node: ir.Node) -> set[int]:
