@@ -7,7 +7,7 @@ DEMO := build/demo
 # torch is pinned here, in the set-up only: 2.13.0 is the CPU wheel this workplace serves.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test kernels plugin test-trt-lean bench-fuse bench-kernels clean
+.PHONY: demo test kernels plugin test-trt-lean test-trt-rtx bench-fuse bench-kernels clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ plugin:
 test-trt-lean: $(STAMP) plugin
 	$(BIN)/python -m pip install -q tensorrt-lean-cu13-libs tensorrt-lean-cu13-bindings
 	$(BIN)/python -m pytest -rs tests/test_trt_lean.py tests/test_plugin_support.py
+
+# The plugin inside TensorRT-RTX's real builder (engines built ahead of time on this CPU).
+test-trt-rtx: $(STAMP) plugin
+	$(BIN)/python -m pytest -rs tests/test_trt_rtx_plugin.py tests/test_trt_rtx_build.py
 
 test: $(STAMP) kernels
 	$(BIN)/ruff check gn_deploy tests scripts

@@ -39,8 +39,14 @@ def find_plugin_library(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_plugin(trt: Any, path: Path) -> Any:
-    """Load the library into TensorRT's plugin registry and return the FusedGroupNorm creator."""
+    """Load the library into TensorRT's plugin registry and return the FusedGroupNorm creator
+    (loaded once per process: a second build in the same process finds it registered)."""
     registry = trt.get_plugin_registry()
+    loaded = registry.get_creator(
+        plugin_op.OP_TYPE, plugin_op.PLUGIN_VERSION, plugin_op.PLUGIN_NAMESPACE
+    )
+    if loaded is not None:
+        return loaded
     if registry.load_library(str(path)) is None:
         raise GnDeployError(f"{path}: TensorRT's plugin registry could not load it")
     creator = registry.get_creator(
