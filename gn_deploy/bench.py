@@ -232,6 +232,10 @@ def run(what: str, models: Sequence[str], repeat: int, gigabytes: float = 2.2) -
         return bench_memory(gigabytes)
     if what == "scaling":
         return bench_scaling(repeat=repeat)
+    if what == "ort":
+        from gn_deploy.ort_bench import bench_ort
+
+        return bench_ort(models, max(repeat, 20))
     if what == "kernels":
         from gn_deploy.kernel_bench import bench_kernels
 

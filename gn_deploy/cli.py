@@ -388,11 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="fuse: time `fuse` on the built-in SD-1.5-layout UNet (both exporters) "
         "or on the given ONNX files. scaling: fuse time against node count on chains of "
         "1, 2 and 4 such UNets. memory: peak memory of `fuse` on a generated model "
-        "with --gigabytes of external weights. kernels (needs a CUDA GPU): the design's "
+        "with --gigabytes of external weights. ort: ONNX Runtime (CPU) latency of the model "
+        "unfused and fused with --target onnx. kernels (needs a CUDA GPU): the design's "
         "benchmark shapes x layouts, gn-deploy's kernels against torch's group_norm and "
         "torch.compile of it, achieved GB/s against the copy bandwidth measured in the same run.",
     )
-    p.add_argument("what", choices=["fuse", "scaling", "memory", "kernels"])
+    p.add_argument("what", choices=["fuse", "scaling", "memory", "ort", "kernels"])
     p.add_argument("onnx", nargs="*", metavar="MODEL.onnx")
     p.add_argument(
         "--repeat",
