@@ -143,6 +143,17 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plugin(args: argparse.Namespace) -> int:
+    from gn_deploy.trt.plugin import find_plugin_library
+    from gn_deploy.trt.plugin_build import build_plugin
+
+    if args.action == "build":
+        print(build_plugin(args.tensorrt_include, args.cuda_arch))
+    else:
+        print(find_plugin_library())
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from gn_deploy import bench
     from gn_deploy.outputs import guard, write_file
@@ -381,6 +392,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="FILE.json", help="also write what was built as JSON")
     _add_plugin_option(p)
     p.set_defaults(func=_build)
+
+    p = sub.add_parser(
+        "plugin",
+        help="build gn-deploy's TensorRT plugin library, or print where it is",
+        description="build: compile libgn_trt_plugin.so from the sources installed with "
+        "gn-deploy (CMake and nvcc; TensorRT's headers from a TensorRT install or a "
+        "NVIDIA/TensorRT checkout) into ~/.cache/gn-deploy/plugin, and print its path. path: "
+        "print the library `build` would load (--plugin, $GN_DEPLOY_TRT_PLUGIN, the cache, a "
+        "checkout's build folder).",
+        epilog="examples:\n"
+        "  gn-deploy plugin build --tensorrt-include ~/src/TensorRT/include --cuda-arch 86,89\n"
+        "  trtexec --onnx=m.trt.onnx --dynamicPlugins=$(gn-deploy plugin path)\n"
+        "  polygraphy run m.trt.onnx --trt --plugins $(gn-deploy plugin path)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("action", choices=["build", "path"])
+    p.add_argument(
+        "--tensorrt-include",
+        metavar="DIR",
+        help="TensorRT's include/ folder (default: CMake looks in the usual places)",
+    )
+    p.add_argument(
+        "--cuda-arch",
+        metavar="N[,N...]",
+        help="CUDA architectures, e.g. 86,89,90 (default: 80,86,89,90 and 100,120 with "
+        "nvcc >= 12.8)",
+    )
+    p.set_defaults(func=_plugin)
 
     p = sub.add_parser(
         "bench",

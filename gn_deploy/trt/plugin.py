@@ -17,7 +17,8 @@ _CANDIDATES = (_BUILD / "groupnorm-trt" / LIBRARY_NAME, _BUILD / "groupnorm" / L
 
 
 def find_plugin_library(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The plugin library: ``--plugin``, else $GN_DEPLOY_TRT_PLUGIN, else the build folder."""
+    """The plugin library: ``--plugin``, else $GN_DEPLOY_TRT_PLUGIN, else what `gn-deploy plugin
+    build` made, else a checkout's build folder."""
     if explicit is not None:
         path = Path(explicit)
         if not path.is_file():
@@ -28,13 +29,15 @@ def find_plugin_library(explicit: str | os.PathLike[str] | None = None) -> Path:
         if not path.is_file():
             raise GnDeployError(f"${PLUGIN_ENV}={path}: no such file")
         return path
-    for path in _CANDIDATES:
-        if path.is_file():
+    from gn_deploy.trt.plugin_build import built_library
+
+    for path in (built_library(), *_CANDIDATES):
+        if path is not None and path.is_file():
             return path
     raise GnDeployError(
         f"the TensorRT plugin library {LIBRARY_NAME} was not found: build it with "
-        "`make plugin TENSORRT_INCLUDE_DIR=/path/to/TensorRT/include`, or pass --plugin / set "
-        f"${PLUGIN_ENV}"
+        "`gn-deploy plugin build --tensorrt-include /path/to/TensorRT/include` (or `make "
+        f"plugin` in a checkout), or pass --plugin / set ${PLUGIN_ENV}"
     )
 
 
