@@ -22,11 +22,6 @@ from gn_deploy.trt.profiles import profiles_for
 from gn_deploy.trt.runtimes import load_runtime, note, parse_compute_capabilities, rtx_targets
 
 
-def require_tensorrt() -> Any:
-    """The full TensorRT module (builder included), or a clear error naming what to install."""
-    return load_runtime("tensorrt").trt
-
-
 def _progress_monitor(trt: Any) -> Any:
     """A monitor printing TensorRT's build phases to stderr (the build takes minutes)."""
 

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from gn_deploy.errors import GnDeployError
-from gn_deploy.trt.build import require_tensorrt
 from gn_deploy.trt.plugin import find_plugin_library, load_plugin
+from gn_deploy.trt.runtimes import load_runtime
 
 
 class DeviceMemory(Protocol):
@@ -139,18 +139,40 @@ class EngineRunner:
         self.path = Path(engine)
         if not self.path.is_file():
             raise GnDeployError(f"{self.path}: no such engine file")
-        self.trt = require_tensorrt()
-        load_plugin(self.trt, find_plugin_library(plugin))
-        self.logger = self.trt.Logger(self.trt.Logger.WARNING)
-        runtime = self.trt.Runtime(self.logger)
-        self.engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise GnDeployError(f"{self.path}: TensorRT could not deserialize the engine")
+        self.trt, self.engine = self._deserialize(plugin)
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         mode = self.trt.TensorIOMode.INPUT
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == mode]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) != mode]
+
+    def _deserialize(self, plugin: str | os.PathLike[str] | None) -> tuple[Any, Any]:
+        """The engine, by the first installed runtime that reads it (TensorRT, TensorRT-RTX),
+        with the plugin library loaded where one is given or found."""
+        data = self.path.read_bytes()
+        tried = []
+        for name in ("tensorrt", "tensorrt-rtx"):
+            try:
+                trt = load_runtime(name).trt
+            except GnDeployError:
+                continue
+            try:
+                library = find_plugin_library(plugin)
+            except GnDeployError:
+                if plugin is not None:
+                    raise
+                library = None
+            if library is not None:
+                load_plugin(trt, library)
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            engine = runtime.deserialize_cuda_engine(data)
+            if engine is not None:
+                self._runtime = runtime  # the engine lives as long as its runtime
+                return trt, engine
+            tried.append(name)
+        if not tried:
+            raise GnDeployError(f"{self.path}: neither TensorRT nor TensorRT-RTX is installed")
+        raise GnDeployError(f"{self.path}: {' nor '.join(tried)} could deserialize the engine")
 
     def _dtype(self, name: str) -> np.dtype:
         return np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
