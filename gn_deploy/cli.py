@@ -81,17 +81,10 @@ def _fuse(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from gn_deploy.fusion import inspect_model
-    from gn_deploy.outputs import external_data_files, guard, write_file
+    from gn_deploy.outputs import guard, inputs_of, write_file
 
     if args.report:
-        model = Path(args.model)
-        guard(
-            [(Path(args.report), "--report")],
-            [
-                (model, "the input model"),
-                *((f, "the input's external data") for f in external_data_files(model)),
-            ],
-        )
+        guard([(Path(args.report), "--report")], inputs_of(Path(args.model)))
     report = inspect_model(
         args.model,
         target=args.target,

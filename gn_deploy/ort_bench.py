@@ -12,7 +12,6 @@ import datetime
 import platform
 import statistics
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,13 +30,10 @@ def _session(path: Path):  # type: ignore[no-untyped-def]
 
 
 def _median_ms(path: Path, feeds: dict[str, np.ndarray], repeat: int) -> float:
+    from gn_deploy.bench import _timed
+
     session = _session(path)
-    session.run(None, feeds)  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
+    _, times = _timed(lambda: session.run(None, feeds), repeat)
     return statistics.median(times) * 1e3
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from gn_deploy import plugin_op
 from gn_deploy.errors import GnDeployError, UsageError
 from gn_deploy.modelio import load_proto
-from gn_deploy.outputs import Outputs, guard, inputs_of
+from gn_deploy.outputs import Outputs, guard, inputs_of, proto_data_files
 from gn_deploy.trt.plugin import find_plugin_library, load_plugin
 from gn_deploy.trt.precision import convert_to_fp16, plan_precision
 from gn_deploy.trt.profiles import profiles_for
@@ -69,15 +69,15 @@ def build_engine(
     source, out = Path(model), Path(output)
     cache_path = Path(timing_cache) if timing_cache else None
     report_file = Path(report_path) if report_path else None
+    proto = load_proto(source)
     guard(
         [
             (out, "-o"),
             *([(cache_path, "--timing-cache")] if cache_path else []),
             *([(report_file, "--report")] if report_file else []),
         ],
-        inputs_of(source),
+        inputs_of(source, proto_data_files(proto, source.parent)),
     )
-    proto = load_proto(source)
     profiles = profiles_for(proto, shapes)
     wanted = parse_compute_capabilities(compute_capabilities)
     rt = load_runtime(runtime)

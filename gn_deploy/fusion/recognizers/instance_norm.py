@@ -85,16 +85,6 @@ def _per_channel(
         if before is None:
             return None  # an InstanceNorm as written
         return refusal(node, "InstanceNormalization's scale or bias is not a constant per channel")
-    nodes = [*(before or []), node]
-    site = GroupNormSite(
-        family=PER_CHANNEL,
-        x=x,
-        output=node.outputs[0],
-        num_groups=channels,
-        epsilon=node.attributes.get_float("epsilon", 1e-5),
-        channels=channels,
-        nodes=nodes,
-    )
     scale64 = np.asarray(scale, np.float64).reshape(-1)
     bias64 = np.asarray(bias, np.float64).reshape(-1)
     trivial = bool(np.all(scale64 == 1.0) and np.all(bias64 == 0.0))
@@ -102,6 +92,14 @@ def _per_channel(
         # What GroupNorm leaves: ones and zeros inside, its affine as a Mul (and Add) after.
         # Anything else is an InstanceNorm as written, and stays one.
         return None
-    if not trivial:
-        site.gamma, site.beta = scale64, bias64
-    return site
+    return GroupNormSite(
+        family=PER_CHANNEL,
+        x=x,
+        output=node.outputs[0],
+        num_groups=channels,
+        epsilon=node.attributes.get_float("epsilon", 1e-5),
+        channels=channels,
+        nodes=[*(before or []), node],
+        gamma=None if trivial else scale64,
+        beta=None if trivial else bias64,
+    )
