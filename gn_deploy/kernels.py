@@ -143,7 +143,7 @@ def library() -> ctypes.CDLL:
         ctypes.c_char_p,
         ctypes.c_size_t,
     ]
-    lib.gn_plugin_supports_format.argtypes = [ctypes.c_int32] * 3 + [ctypes.c_int64]
+    lib.gn_plugin_supports_format.argtypes = [ctypes.c_int32] * 3 + [ctypes.c_int64, ctypes.c_int32]
     lib.gn_status_string.restype = ctypes.c_char_p
     for fn in (
         "gn_validate",
@@ -319,6 +319,7 @@ class PluginConfig(ctypes.Structure):
         ("num_groups", ctypes.c_int32),
         ("epsilon", ctypes.c_float),
         ("activation", ctypes.c_int32),
+        ("channels_last", ctypes.c_int32),
     ]
 
 
@@ -341,5 +342,9 @@ def parse_plugin_fields(
     return Status(status), config, message.value.decode()
 
 
-def plugin_supports_format(dtype: DType, fmt: Format, rank: int, channels: int) -> bool:
-    return bool(library().gn_plugin_supports_format(int(dtype), int(fmt), rank, channels))
+def plugin_supports_format(
+    dtype: DType, fmt: Format, rank: int, channels: int, channels_last: bool = False
+) -> bool:
+    return bool(
+        library().gn_plugin_supports_format(int(dtype), int(fmt), rank, channels, channels_last)
+    )

@@ -44,6 +44,7 @@ class FusedGroupNorm(OpRun):
         num_groups: int = 1,
         epsilon: float = 1e-5,
         activation: int = 0,
+        channels_last: int = 0,
         plugin_namespace: str = PLUGIN_NAMESPACE,
         plugin_version: str = PLUGIN_VERSION,
     ) -> tuple[np.ndarray]:

@@ -37,9 +37,16 @@ def test_float64_epsilon_and_extra_fields_accepted() -> None:
     assert status == k.Status.SUCCESS and config.epsilon == pytest.approx(1e-6)
 
 
-def test_activation_defaults_to_none() -> None:
+def test_activation_and_channels_last_default_to_zero() -> None:
     status, config, _ = k.parse_plugin_fields(_fields()[:2])
-    assert status == k.Status.SUCCESS and config.activation == 0
+    assert status == k.Status.SUCCESS and (config.activation, config.channels_last) == (0, 0)
+
+
+def test_channels_last_field() -> None:
+    status, config, _ = k.parse_plugin_fields(
+        [*_fields(), ("channels_last", np.array([1], np.int64), k.FieldType.INT64)]
+    )
+    assert status == k.Status.SUCCESS and config.channels_last == 1
 
 
 @pytest.mark.parametrize(
@@ -51,6 +58,11 @@ def test_activation_defaults_to_none() -> None:
         (_fields(eps=-1.0), k.Status.INVALID_EPSILON, "epsilon must be a finite float"),
         (_fields(eps=float("nan")), k.Status.INVALID_EPSILON, "epsilon must be a finite float"),
         (_fields(act=2), k.Status.INVALID_ACTIVATION, "activation must be 0"),
+        (
+            [*_fields(), ("channels_last", np.array([2], np.int32), I32)],
+            k.Status.INVALID_FIELD,
+            "channels_last must be 0 or 1",
+        ),
         (
             [("num_groups", np.array([1.5], np.float32), F32), *_fields()[1:]],
             k.Status.INVALID_FIELD,
@@ -86,6 +98,31 @@ def test_invalid_fields_name_the_field(fields: list, status: k.Status, message: 
 )
 def test_formats(dtype: k.DType, fmt: k.Format, rank: int, channels: int, ok: bool) -> None:
     assert k.plugin_supports_format(dtype, fmt, rank, channels) is ok
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fmt", "rank", "ok"),
+    [
+        # 4-D: unpadded channels-last only, every dtype (what TensorRT-RTX's convolutions use)
+        (k.DType.FLOAT16, k.Format.HWC, 4, True),
+        (k.DType.BFLOAT16, k.Format.HWC, 4, True),
+        (k.DType.FLOAT32, k.Format.HWC, 4, True),
+        (k.DType.FLOAT16, k.Format.LINEAR, 4, False),
+        (k.DType.FLOAT32, k.Format.LINEAR, 4, False),
+        (k.DType.FLOAT16, k.Format.HWC8, 4, False),
+        (k.DType.FLOAT16, k.Format.HWC16, 4, False),
+        # 5-D fp32: kDHWC only; 5-D 16-bit: TensorRT-RTX offers no kDHWC, so as without it
+        (k.DType.FLOAT32, k.Format.HWC, 5, True),
+        (k.DType.FLOAT32, k.Format.LINEAR, 5, False),
+        (k.DType.FLOAT16, k.Format.LINEAR, 5, True),
+        (k.DType.FLOAT16, k.Format.HWC8, 5, True),
+        # no channels-last format below 4-D
+        (k.DType.FLOAT16, k.Format.LINEAR, 3, True),
+        (k.DType.FLOAT32, k.Format.HWC, 3, False),
+    ],
+)
+def test_formats_with_channels_last(dtype: k.DType, fmt: k.Format, rank: int, ok: bool) -> None:
+    assert k.plugin_supports_format(dtype, fmt, rank, 64, channels_last=True) is ok
 
 
 DEVICES = [

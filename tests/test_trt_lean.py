@@ -48,6 +48,7 @@ def test_registry_finds_the_creator(creator) -> None:
         ("num_groups", trt.PluginFieldType.INT32),
         ("epsilon", trt.PluginFieldType.FLOAT32),
         ("activation", trt.PluginFieldType.INT32),
+        ("channels_last", trt.PluginFieldType.INT32),
     ]
 
 

@@ -70,6 +70,8 @@ def test_engines_for_two_gpus(
     ]
     assert built["engine_bytes"] == engine.stat().st_size > 100_000
     assert built["layers"] > 50
+    # the engine as built, from the builder's own account: no plugin layer to describe
+    assert 0 < built["engine_layers"] < built["layers"] and built["plugin_formats"] == []
     if model == "fused":  # one normalization layer per GN instead of the decomposed nodes
         unfused_report = tmp_path / "unfused.json"
         _build(

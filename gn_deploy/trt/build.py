@@ -12,10 +12,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from gn_deploy import plugin_op
 from gn_deploy.errors import GnDeployError, UsageError
 from gn_deploy.modelio import load_proto
 from gn_deploy.outputs import Outputs, guard, inputs_of, proto_data_files
+from gn_deploy.trt.layer_info import capturing_logger, engine_layers, plugin_formats
 from gn_deploy.trt.plugin import find_plugin_library, load_plugin
 from gn_deploy.trt.precision import convert_to_fp16, plan_precision
 from gn_deploy.trt.profiles import profiles_for
@@ -79,6 +82,7 @@ def build_engine(
         inputs_of(source, proto_data_files(proto, source.parent)),
     )
     profiles = profiles_for(proto, shapes)
+    plugin_nodes = _plugin_nodes(proto)
     wanted = parse_compute_capabilities(compute_capabilities)
     rt = load_runtime(runtime)
     for text in rt.notes:
@@ -93,8 +97,8 @@ def build_engine(
     targets = rtx_targets(rt, wanted) if rt.ahead_of_time else []
     plan = plan_precision(11 if rt.strongly_typed else rt.major, precision)
     trt = rt.trt
-    logger = trt.Logger(trt.Logger.WARNING)
-    if plugin is not None or _has_plugin_ops(proto):
+    logger = capturing_logger(trt, rt.name)
+    if plugin is not None or plugin_nodes:
         load_plugin(trt, find_plugin_library(plugin))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,6 +106,8 @@ def build_engine(
             converted = Path(tmp) / "model.fp16.onnx"
             convert_to_fp16(source, converted)
             source = converted
+        if rt.ahead_of_time and plugin_nodes:
+            source = _channels_last_copy(source, Path(tmp) / "channels-last")
         builder = trt.Builder(logger)
         flags = 0
         if plan.strongly_typed and not rt.ahead_of_time:  # TensorRT-RTX: always strongly typed
@@ -112,6 +118,7 @@ def build_engine(
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise GnDeployError(f"{model}: {rt.name}'s ONNX parser failed: {errors}")
         config = builder.create_builder_config()
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # logs the layer formats
         for flag in plan.builder_flags:
             config.set_flag(getattr(trt.BuilderFlag, flag))
         for flag in plan.cleared_flags:
@@ -144,7 +151,9 @@ def build_engine(
                 for p in profiles
             ],
             layers=network.num_layers,
+            engine_layers=engine_layers(logger.layers),
             plugin_layers=_plugin_layers(trt, network),
+            plugin_formats=plugin_formats(logger.layers, plugin_nodes),
             engine_bytes=serialized.nbytes,
             seconds=round(time.perf_counter() - start, 3),
         )
@@ -167,16 +176,45 @@ class BuildReport:
     compute_capabilities: list[str]
     precision: str
     inputs: list[dict[str, Any]]
-    layers: int
+    layers: int  # of the network the parser made
+    engine_layers: int | None  # of the engine built (reformats included); None if not logged
     plugin_layers: int
+    # per plugin layer: node, x and y formats chosen; None if the builder did not say
+    plugin_formats: list[dict[str, str]] | None
     engine_bytes: int
     seconds: float
 
 
-def _has_plugin_ops(proto: Any) -> bool:
-    return any(
-        n.domain == plugin_op.DOMAIN and n.op_type == plugin_op.OP_TYPE for n in proto.graph.node
-    )
+def _channels_last_copy(source: Path, folder: Path) -> Path:
+    """``source`` with ``channels_last=1`` on every FusedGroupNorm node that does not set it.
+
+    TensorRT-RTX building ahead of time takes the first format the plugin accepts (linear)
+    and transposes to and from its channels-last convolutions around every plugin layer; the
+    attribute makes the plugin accept channels-last only. The copy lies in ``folder`` with
+    links to the source's external data files, which stay where they are.
+    """
+    proto = load_proto(source)
+    for node in proto.graph.node:
+        is_plugin = node.domain == plugin_op.DOMAIN and node.op_type == plugin_op.OP_TYPE
+        if is_plugin and all(a.name != "channels_last" for a in node.attribute):
+            node.attribute.append(onnx.helper.make_attribute("channels_last", 1))
+    for data in proto_data_files(proto, source.parent):
+        link = folder / data.relative_to(source.parent)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(data.resolve())
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / source.name
+    onnx.save(proto, copy)
+    return copy
+
+
+def _plugin_nodes(proto: Any) -> list[str]:
+    """Names of the FusedGroupNorm nodes of the model's graph."""
+    return [
+        n.name
+        for n in proto.graph.node
+        if n.domain == plugin_op.DOMAIN and n.op_type == plugin_op.OP_TYPE
+    ]
 
 
 def _plugin_layers(trt: Any, network: Any) -> int:

@@ -51,7 +51,7 @@ extern "C" gn_status gn_plugin_parse_fields(const gn_field* fields, int32_t coun
     return fail(GN_ERROR_NULL_POINTER, message, message_size, "no fields");
   }
   bool have_groups = false, have_epsilon = false;
-  double groups = 0.0, epsilon = 0.0, activation = 0.0;
+  double groups = 0.0, epsilon = 0.0, activation = 0.0, channels_last = 0.0;
   for (int32_t i = 0; i < count; ++i) {
     const gn_field& f = fields[i];
     if (f.name == nullptr) continue;
@@ -65,6 +65,8 @@ extern "C" gn_status gn_plugin_parse_fields(const gn_field* fields, int32_t coun
       have_epsilon = true;
     } else if (name == "activation") {
       ok = read_number(f, true, &activation, message, message_size);
+    } else if (name == "channels_last") {
+      ok = read_number(f, true, &channels_last, message, message_size);
     }
     if (!ok) return GN_ERROR_INVALID_FIELD;
   }
@@ -82,14 +84,21 @@ extern "C" gn_status gn_plugin_parse_fields(const gn_field* fields, int32_t coun
     return fail(GN_ERROR_INVALID_ACTIVATION, message, message_size,
                 "field activation must be 0 (none) or 1 (SiLU)");
   }
+  if (channels_last != 0.0 && channels_last != 1.0) {
+    return fail(GN_ERROR_INVALID_FIELD, message, message_size,
+                "field channels_last must be 0 or 1");
+  }
   *config = gn_plugin_config{static_cast<int32_t>(groups), static_cast<float>(epsilon),
-                             static_cast<int32_t>(activation)};
+                             static_cast<int32_t>(activation), static_cast<int32_t>(channels_last)};
   return fail(GN_SUCCESS, message, message_size, "");
 }
 
 extern "C" int32_t gn_plugin_supports_format(int32_t dtype, int32_t format, int32_t rank,
-                                             int64_t channels) {
+                                             int64_t channels, int32_t channels_last) {
   const bool half = dtype == GN_FLOAT16 || dtype == GN_BFLOAT16;
+  if (channels_last != 0 && (rank == 4 || (rank == 5 && dtype == GN_FLOAT32))) {
+    return (dtype == GN_FLOAT32 || half) && format == GN_FORMAT_HWC && channels >= 1;
+  }
   switch (format) {
     case GN_FORMAT_LINEAR:
       return (dtype == GN_FLOAT32 || half) && rank >= 2;

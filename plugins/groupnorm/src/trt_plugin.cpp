@@ -154,7 +154,8 @@ class FusedGroupNormPlugin final : public IPluginV3,
     int32_t format = 0;
     const int32_t rank = desc.dims.nbDims;
     if (!to_gn_dtype(desc.type, &dtype) || !to_gn_format(desc.format, rank, &format)) return false;
-    return gn_plugin_supports_format(dtype, format, rank, rank > 1 ? desc.dims.d[1] : -1) != 0;
+    return gn_plugin_supports_format(dtype, format, rank, rank > 1 ? desc.dims.d[1] : -1,
+                                     config_.channels_last) != 0;
   }
 
   int32_t configurePlugin(DynamicPluginTensorDesc const* /*in*/, int32_t nbInputs,
@@ -213,7 +214,8 @@ class FusedGroupNormPlugin final : public IPluginV3,
   PluginFieldCollection const* getFieldsToSerialize() noexcept override {
     fields_ = {PluginField("num_groups", &config_.num_groups, PluginFieldType::kINT32, 1),
                PluginField("epsilon", &config_.epsilon, PluginFieldType::kFLOAT32, 1),
-               PluginField("activation", &config_.activation, PluginFieldType::kINT32, 1)};
+               PluginField("activation", &config_.activation, PluginFieldType::kINT32, 1),
+               PluginField("channels_last", &config_.channels_last, PluginFieldType::kINT32, 1)};
     collection_.nbFields = static_cast<int32_t>(fields_.size());
     collection_.fields = fields_.data();
     return &collection_;
@@ -240,7 +242,7 @@ class FusedGroupNormPlugin final : public IPluginV3,
   }
 
   gn_plugin_config config_;
-  std::array<PluginField, 3> fields_{};
+  std::array<PluginField, 4> fields_{};
   PluginFieldCollection collection_{};
 };
 
@@ -249,7 +251,8 @@ class FusedGroupNormCreator final : public IPluginCreatorV3One {
   FusedGroupNormCreator() {
     names_ = {PluginField("num_groups", nullptr, PluginFieldType::kINT32, 1),
               PluginField("epsilon", nullptr, PluginFieldType::kFLOAT32, 1),
-              PluginField("activation", nullptr, PluginFieldType::kINT32, 1)};
+              PluginField("activation", nullptr, PluginFieldType::kINT32, 1),
+              PluginField("channels_last", nullptr, PluginFieldType::kINT32, 1)};
     collection_.nbFields = static_cast<int32_t>(names_.size());
     collection_.fields = names_.data();
   }
@@ -287,7 +290,7 @@ class FusedGroupNormCreator final : public IPluginCreatorV3One {
   }
 
  private:
-  std::array<PluginField, 3> names_{};
+  std::array<PluginField, 4> names_{};
   PluginFieldCollection collection_{};
 };
 

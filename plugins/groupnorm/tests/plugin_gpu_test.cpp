@@ -119,7 +119,8 @@ struct Case {
   std::vector<int64_t> max_dims;  // the profile's maximum
   std::vector<int64_t> run_dims;  // what arrives at enqueue
   int32_t groups;
-  bool channels_last;
+  bool channels_last;          // x's memory layout, for the reference
+  int32_t channels_last_field = 0;  // the op's channels_last attribute
 };
 
 DynamicPluginTensorDesc dynamic_desc(DataType type, TensorFormat format,
@@ -146,7 +147,8 @@ void run_case(IPluginCreatorV3One* creator, const Case& tc) {
   std::vector<PluginField> list = {
       PluginField("num_groups", &tc.groups, PluginFieldType::kINT32, 1),
       PluginField("epsilon", &epsilon, PluginFieldType::kFLOAT32, 1),
-      PluginField("activation", &activation, PluginFieldType::kINT32, 1)};
+      PluginField("activation", &activation, PluginFieldType::kINT32, 1),
+      PluginField("channels_last", &tc.channels_last_field, PluginFieldType::kINT32, 1)};
   PluginFieldCollection fields{static_cast<int32_t>(list.size()), list.data()};
   IPluginV3* plugin = creator->createPlugin("gn", &fields, TensorRTPhase::kBUILD);
   check(plugin != nullptr, std::string(tc.name) + ": create");
@@ -254,6 +256,8 @@ int main(int argc, char** argv) {
       {"fp16 HWC16", DataType::kHALF, TensorFormat::kHWC16, {2, 128, 48, 48}, {2, 128, 40, 40}, 32, true},
       {"fp16 DHWC8", DataType::kHALF, TensorFormat::kDHWC8, {2, 64, 4, 16, 16}, {1, 64, 4, 16, 16}, 16, true},
       {"fp32 HWC", DataType::kFLOAT, TensorFormat::kHWC, {2, 96, 20, 20}, {2, 96, 18, 20}, 24, true},
+      {"fp16 HWC channels_last=1", DataType::kHALF, TensorFormat::kHWC, {2, 320, 16, 16}, {1, 320, 16, 16}, 32, true, 1},
+      {"bf16 HWC C=36 channels_last=1", DataType::kBF16, TensorFormat::kHWC, {2, 36, 10, 12}, {2, 36, 10, 12}, 6, true, 1},
       {"fp32 LINEAR large groups", DataType::kFLOAT, TensorFormat::kLINEAR, {1, 8, 512, 512}, {1, 8, 512, 512}, 2, false},
   };
   for (const Case& tc : cases) run_case(creator, tc);

@@ -27,6 +27,7 @@ struct Fields {
   int32_t groups = 32;
   float epsilon = 1e-5f;
   int32_t activation = 1;
+  int32_t channels_last = 0;
   std::vector<PluginField> list;
   PluginFieldCollection collection{};
   PluginFieldCollection const* build(bool with_groups = true, PluginFieldType eps_type =
@@ -35,6 +36,7 @@ struct Fields {
     if (with_groups) list.emplace_back("num_groups", &groups, PluginFieldType::kINT32, 1);
     list.emplace_back("epsilon", &epsilon, eps_type, 1);
     list.emplace_back("activation", &activation, PluginFieldType::kINT32, 1);
+    list.emplace_back("channels_last", &channels_last, PluginFieldType::kINT32, 1);
     list.emplace_back("plugin_namespace", "gn_deploy", PluginFieldType::kCHAR, 9);
     collection.nbFields = static_cast<int32_t>(list.size());
     collection.fields = list.data();
@@ -93,9 +95,10 @@ int main(int argc, char** argv) {
             std::string(creator->getPluginNamespace()) == "gn_deploy",
         "creator identity");
   PluginFieldCollection const* names = creator->getFieldNames();
-  check(names->nbFields == 3 && std::string(names->fields[0].name) == "num_groups" &&
+  check(names->nbFields == 4 && std::string(names->fields[0].name) == "num_groups" &&
             std::string(names->fields[1].name) == "epsilon" &&
-            std::string(names->fields[2].name) == "activation",
+            std::string(names->fields[2].name) == "activation" &&
+            std::string(names->fields[3].name) == "channels_last",
         "field names");
 
   Fields fields;
@@ -116,7 +119,7 @@ int main(int argc, char** argv) {
     auto* again = static_cast<IPluginV3OneRuntime*>(
         restored->getCapabilityInterface(PluginCapabilityType::kRUNTIME))->getFieldsToSerialize();
     check(read<int32_t>(again, "num_groups") == 32 && read<float>(again, "epsilon") == 1e-5f &&
-              read<int32_t>(again, "activation") == 1,
+              read<int32_t>(again, "activation") == 1 && read<int32_t>(again, "channels_last") == 0,
           "round trip keeps every field");
     delete restored;
   }
@@ -153,6 +156,23 @@ int main(int argc, char** argv) {
     check(!build->supportsFormatCombination(3, io, 3, 1), "y must match x");
   }
   delete plugin;
+
+  // channels_last=1: 4-D x in unpadded channels-last only, every dtype; 5-D fp16 as before.
+  Fields last;
+  last.channels_last = 1;
+  IPluginV3* nhwc = creator->createPlugin("gn", last.build(), TensorRTPhase::kBUILD);
+  check(nhwc != nullptr, "channels_last=1 creates a plugin");
+  if (nhwc != nullptr) {
+    auto* b = static_cast<IPluginV3OneBuild*>(nhwc->getCapabilityInterface(PluginCapabilityType::kBUILD));
+    check(supports(b, DataType::kHALF, TensorFormat::kHWC, {2, 36, 8, 8}), "channels_last: fp16 HWC");
+    check(supports(b, DataType::kFLOAT, TensorFormat::kHWC, {2, 64, 8, 8}), "channels_last: fp32 HWC");
+    check(!supports(b, DataType::kHALF, TensorFormat::kLINEAR, {2, 64, 8, 8}), "channels_last: no 4-D linear");
+    check(!supports(b, DataType::kHALF, TensorFormat::kHWC8, {2, 64, 8, 8}), "channels_last: no HWC8");
+    check(supports(b, DataType::kHALF, TensorFormat::kLINEAR, {2, 64, 4, 8, 8}), "channels_last: 5-D fp16 linear");
+    auto* r = static_cast<IPluginV3OneRuntime*>(nhwc->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+    check(read<int32_t>(r->getFieldsToSerialize(), "channels_last") == 1, "channels_last serialized");
+    delete nhwc;
+  }
 
   struct Bad {
     const char* what;
