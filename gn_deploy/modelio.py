@@ -197,6 +197,11 @@ def _check_external_data(model: ir.Model, path: Path) -> None:
             )
 
 
+def check_external_data(proto: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """What :func:`load_model` checks of external data, for a protobuf from :func:`load_proto`."""
+    _check_external_data(ir.serde.deserialize_model(proto), Path(path))
+
+
 def uses_external_data(model: ir.Model) -> bool:
     return any(
         isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values()

@@ -245,15 +245,17 @@ def test_an_invalid_input_mended_by_the_rewrite_is_said_so(
     onnx.checker.check_model(str(out), full_check=True)
 
 
+@pytest.mark.parametrize("command", ["fuse", "build"])
 def test_external_data_that_is_truncated_or_outside_is_refused_by_name(
-    wide_gn_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    wide_gn_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     folder = tmp_path / "models"
     folder.mkdir()
+    out = tmp_path / ("o.onnx" if command == "fuse" else "o.engine")
     src = _external(wide_gn_model, folder / "m.onnx", "m.onnx.data")
     data = folder / "m.onnx.data"
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-    code, _, err = _run(capsys, "fuse", str(src), "-o", str(tmp_path / "o.onnx"))
+    code, _, err = _run(capsys, command, str(src), "-o", str(out))
     assert code == 1 and "truncated" in err and "internal error" not in err, err
 
     proto = onnx.load(wide_gn_model)
@@ -270,11 +272,9 @@ def test_external_data_that_is_truncated_or_outside_is_refused_by_name(
             if entry.key == "location":
                 entry.value = "../outside.data"
     onnx.save(escaping, folder / "escaping.onnx")
-    code, _, err = _run(
-        capsys, "fuse", str(folder / "escaping.onnx"), "-o", str(tmp_path / "o.onnx")
-    )
+    code, _, err = _run(capsys, command, str(folder / "escaping.onnx"), "-o", str(out))
     assert code == 1 and "outside" in err and "internal error" not in err, err
-    assert not (tmp_path / "o.onnx").exists()
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("target", ["onnx", "trt-plugin"])

@@ -16,7 +16,7 @@ import onnx
 
 from gn_deploy import plugin_op
 from gn_deploy.errors import GnDeployError, UsageError
-from gn_deploy.modelio import load_proto
+from gn_deploy.modelio import check_external_data, load_proto
 from gn_deploy.outputs import Outputs, guard, inputs_of, proto_data_files
 from gn_deploy.trt.layer_info import capturing_logger, engine_layers, plugin_formats
 from gn_deploy.trt.plugin import find_plugin_library, load_plugin
@@ -73,6 +73,7 @@ def build_engine(
     cache_path = Path(timing_cache) if timing_cache else None
     report_file = Path(report_path) if report_path else None
     proto = load_proto(source)
+    check_external_data(proto, source)
     guard(
         [
             (out, "-o"),
