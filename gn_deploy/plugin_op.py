@@ -6,7 +6,12 @@ plus a numpy implementation for ONNX's reference evaluator.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
+import onnx
 from onnx.reference.op_run import OpRun
 
 from gn_deploy.reference import group_norm_reference
@@ -49,3 +54,35 @@ class FusedGroupNorm(OpRun):
         plugin_version: str = PLUGIN_VERSION,
     ) -> tuple[np.ndarray]:
         return (fused_group_norm(x, gamma, beta, num_groups, epsilon, activation),)
+
+
+# What the plugin's creator accepts (plugins/groupnorm/src/plugin_support.cpp): per attribute,
+# its ONNX type, the values allowed in words, and the test of a value.
+_ATTRIBUTES: dict[str, tuple[int, str, Callable[[Any], bool]]] = {
+    "num_groups": (onnx.AttributeProto.INT, "a positive integer", lambda v: 0 < v < 2**31),
+    "epsilon": (
+        onnx.AttributeProto.FLOAT,
+        "a finite float >= 0",
+        lambda v: math.isfinite(v) and v >= 0,
+    ),
+    "activation": (onnx.AttributeProto.INT, "0 (none) or 1 (SiLU)", lambda v: v in (0, 1)),
+    "channels_last": (onnx.AttributeProto.INT, "0 or 1", lambda v: v in (0, 1)),
+}
+
+
+def node_error(node: onnx.NodeProto, channels: int | None = None) -> str | None:
+    """Why the plugin would refuse this FusedGroupNorm node, or None: its attributes, and
+    ``num_groups`` against the channel count where it is known (gamma's length)."""
+    given = {a.name: a for a in node.attribute}
+    for required in ("num_groups", "epsilon"):
+        if required not in given:
+            return f"node {node.name!r}: FusedGroupNorm needs the attribute {required}"
+    for name, (kind, allowed, test) in _ATTRIBUTES.items():
+        if name in given:
+            value = onnx.helper.get_attribute_value(given[name])
+            if given[name].type != kind or not test(value):
+                return f"node {node.name!r}: attribute {name} must be {allowed}, not {value!r}"
+    groups = onnx.helper.get_attribute_value(given["num_groups"])
+    if channels is not None and channels % groups:
+        return f"node {node.name!r}: C = {channels} is not divisible by num_groups = {groups}"
+    return None

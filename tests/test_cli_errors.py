@@ -294,3 +294,51 @@ def test_exporter_failure_text_becomes_one_line() -> None:
 
     text = "\x1b[31m\n=====\nTorch export failed: bad op\x1b[0m\n  details...\n more\n"
     assert _summary(RuntimeError(text)) == "Torch export failed: bad op"
+
+
+def _plugin_model(path: Path, **attributes: object) -> Path:
+    """One FusedGroupNorm node over x [1, 32, 4, 4] with the attributes given."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    node = helper.make_node(
+        "FusedGroupNorm", ["x", "gamma", "beta"], ["y"], name="gn0", domain="gn_deploy",
+        **attributes,
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 4, 4])],
+        [
+            numpy_helper.from_array(np.ones(32, np.float32), "gamma"),
+            numpy_helper.from_array(np.zeros(32, np.float32), "beta"),
+        ],
+    )
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("gn_deploy", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("attributes", "needles"),
+    [
+        ({"num_groups": 7, "epsilon": 1e-5}, ["C = 32", "num_groups = 7"]),
+        ({"num_groups": 8, "epsilon": 1e-5, "channels_last": 2}, ["channels_last", "0 or 1"]),
+        ({"num_groups": 8, "epsilon": 1e-5, "activation": 3}, ["activation", "SiLU"]),
+        ({"num_groups": 8, "epsilon": -1.0}, ["epsilon", ">= 0"]),
+        ({"num_groups": 8.0, "epsilon": 1e-5}, ["num_groups", "positive integer"]),
+        ({"num_groups": 8}, ["needs the attribute epsilon"]),
+    ],
+    ids=["groups", "channels_last", "activation", "epsilon", "float-groups", "no-epsilon"],
+)
+def test_build_names_the_plugin_node_the_plugin_would_refuse(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, attributes: dict, needles: list[str]
+) -> None:
+    model = _plugin_model(tmp_path / "p.onnx", **attributes)
+    engine = tmp_path / "p.engine"
+    code, _, err = _run(capsys, "build", str(model), "-o", str(engine))
+    assert code == 1
+    _one_error_line(err, str(model), "node 'gn0'", *needles)
+    assert not engine.exists()

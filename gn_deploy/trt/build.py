@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from gn_deploy import plugin_op
@@ -84,6 +85,11 @@ def build_engine(
     )
     profiles = profiles_for(proto, shapes)
     plugin_nodes = _plugin_nodes(proto)
+    lengths = {t.name: int(np.prod(t.dims)) for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        channels = lengths.get(node.input[1]) if len(node.input) > 1 else None
+        if _is_plugin(node) and (error := plugin_op.node_error(node, channels)):
+            raise GnDeployError(f"{model}: {error}")
     wanted = parse_compute_capabilities(compute_capabilities)
     rt = load_runtime(runtime)
     for text in rt.notes:
@@ -196,8 +202,7 @@ def _channels_last_copy(source: Path, folder: Path) -> Path:
     """
     proto = load_proto(source)
     for node in proto.graph.node:
-        is_plugin = node.domain == plugin_op.DOMAIN and node.op_type == plugin_op.OP_TYPE
-        if is_plugin and all(a.name != "channels_last" for a in node.attribute):
+        if _is_plugin(node) and all(a.name != "channels_last" for a in node.attribute):
             node.attribute.append(onnx.helper.make_attribute("channels_last", 1))
     for data in proto_data_files(proto, source.parent):
         link = folder / data.relative_to(source.parent)
@@ -209,13 +214,13 @@ def _channels_last_copy(source: Path, folder: Path) -> Path:
     return copy
 
 
+def _is_plugin(node: onnx.NodeProto) -> bool:
+    return node.domain == plugin_op.DOMAIN and node.op_type == plugin_op.OP_TYPE
+
+
 def _plugin_nodes(proto: Any) -> list[str]:
     """Names of the FusedGroupNorm nodes of the model's graph."""
-    return [
-        n.name
-        for n in proto.graph.node
-        if n.domain == plugin_op.DOMAIN and n.op_type == plugin_op.OP_TYPE
-    ]
+    return [n.name for n in proto.graph.node if _is_plugin(n)]
 
 
 def _plugin_layers(trt: Any, network: Any) -> int:
