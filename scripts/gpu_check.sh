@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on a GPU machine (H100/H200, at most ~6 minutes): build for sm_90, the GPU tests, the
 # TensorRT plugin driven through its interfaces on the GPU (when TensorRT headers are given),
-# compute-sanitizer memcheck and racecheck on a short case list, then `gn-deploy bench kernels`.
+# compute-sanitizer memcheck and racecheck on a short case list, `gn-deploy bench kernels`, then
+# Nsight Compute on the GN kernels of three benchmark shapes (GN_NCU=0 skips it; ncu.log).
 #   [TENSORRT_INCLUDE_DIR=/path/to/TensorRT/include] bash scripts/gpu_check.sh [OUTDIR]
 # OUTDIR defaults to $OUT when set, else build/gpu-check; each step leaves OUTDIR/STEP.log.
 # Then commit OUTDIR/kernels.md as docs/benchmarks/kernels.md with this command and the date.
@@ -40,4 +41,9 @@ fi
 step memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 1 "$build/gn_sanitize_driver"
 step racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 1 "$build/gn_sanitize_driver"
 step bench 300 python3 -m gn_deploy.cli bench kernels -o "$out/kernels.md"
+if [ "${GN_NCU:-1}" != 0 ] && command -v ncu >/dev/null; then
+  # every GN kernel of two calls per shape (the first also pays for the lazy module load)
+  step ncu 240 ncu --set full --kernel-name regex:'^(tiled|stats|normalize|onchip|cluster)_kernel' \
+    --page details python3 scripts/profile_kernels.py --calls 2 sd-vae-512 sd-vae-512:NHWC sd-unet-64
+fi
 exit "$status"
