@@ -44,8 +44,8 @@ def capturing_logger(trt: Any, runtime_name: str) -> Any:
 
     Its ``layers`` attribute holds that message (empty until a DETAILED build logs it).
     """
-    shown = {trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR}
-    shown.add(trt.ILogger.Severity.WARNING)
+    levels = trt.ILogger.Severity
+    shown = {levels.INTERNAL_ERROR, levels.ERROR, levels.WARNING}
 
     class Capturing(trt.ILogger):
         def __init__(self) -> None:
