@@ -119,7 +119,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from gn_deploy.trt.build import build_engine
 
-    out = build_engine(
+    built = build_engine(
         args.model,
         args.output,
         shapes=args.shapes,
@@ -132,7 +132,7 @@ def _build(args: argparse.Namespace) -> int:
     )
     if args.report:
         print(f"report written to {args.report}")
-    print(f"wrote {out}")
+    print(f"wrote {built.engine}: {built.summary()}")
     return 0
 
 

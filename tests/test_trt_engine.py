@@ -30,7 +30,7 @@ def test_demo_engine_matches_torch(tmp_path: Path, precision: str) -> None:
         shapes=["x:1x4x32x32,2x4x32x32,4x4x32x32"],
         precision=precision,
         plugin=PLUGIN_LIBRARY,
-    )
+    ).engine
     report = validate(
         "gn_deploy.models:demo_unet",
         engines=[engine],

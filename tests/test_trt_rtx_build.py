@@ -42,9 +42,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"unfused": src, "fused": fused, "plugin": plugin}
 
 
-def _build(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+def _build(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(["build", *argv, "--runtime", "tensorrt-rtx"])
-    return code, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
@@ -57,7 +58,7 @@ def test_engines_for_two_gpus(
     precision: str,
 ) -> None:
     engine, report = tmp_path / "demo.engine", tmp_path / "build.json"
-    code, err = _build(
+    code, out, err = _build(
         capsys, str(demo[model]), "-o", str(engine), "--compute-capability", "8.6,12.0",
         "--shapes", PROFILE, "--precision", precision, "--report", str(report),
     )  # fmt: skip
@@ -72,6 +73,7 @@ def test_engines_for_two_gpus(
     assert built["layers"] > 50
     # the engine as built, from the builder's own account: no plugin layer to describe
     assert 0 < built["engine_layers"] < built["layers"] and built["plugin_formats"] == []
+    assert f"wrote {engine}: {built['engine_layers']} engine layers," in out
     if model == "fused":  # one normalization layer per GN instead of the decomposed nodes
         unfused_report = tmp_path / "unfused.json"
         _build(
@@ -99,7 +101,7 @@ def test_plugin_model_without_the_plugin_library(
 
     monkeypatch.delenv(plugin.PLUGIN_ENV, raising=False)
     monkeypatch.setattr(plugin, "_CANDIDATES", ())
-    code, err = _build(
+    code, _, err = _build(
         capsys, str(demo["plugin"]), "-o", str(tmp_path / "e.engine"),
         "--compute-capability", "8.6", "--shapes", PROFILE,
     )  # fmt: skip
@@ -124,7 +126,7 @@ def test_one_line_errors(
     extra: list[str],
     needles: list[str],
 ) -> None:
-    code, err = _build(capsys, str(demo["fused"]), "-o", str(tmp_path / "e.engine"), *extra)
+    code, _, err = _build(capsys, str(demo["fused"]), "-o", str(tmp_path / "e.engine"), *extra)
     assert code == 2
     _one_error(err, *needles)
     assert not (tmp_path / "e.engine").exists()
@@ -137,7 +139,7 @@ def test_no_gpu_and_no_target_asks_for_one(
 
     if has_gpu():
         pytest.skip("checks behaviour on a machine without a GPU")
-    code, err = _build(
+    code, _, err = _build(
         capsys, str(demo["fused"]), "-o", str(tmp_path / "e.engine"), "--shapes", PROFILE
     )
     assert code == 2
@@ -152,7 +154,7 @@ def test_validating_an_engine_without_a_gpu_says_why(
     if has_gpu():
         pytest.skip("checks behaviour on a machine without a GPU")
     engine = tmp_path / "demo.engine"
-    code, err = _build(
+    code, _, err = _build(
         capsys, str(demo["fused"]), "-o", str(engine), "--compute-capability", "8.6",
         "--shapes", PROFILE,
     )  # fmt: skip
@@ -173,7 +175,7 @@ def test_fp16_build_of_a_model_with_external_weights(
         size_threshold=0,
     )  # fmt: skip
     engine, report = tmp_path / "e.engine", tmp_path / "r.json"
-    code, err = _build(
+    code, _, err = _build(
         capsys, str(src), "-o", str(engine), "--compute-capability", "8.9", "--shapes", PROFILE,
         "--precision", "fp16", "--report", str(report),
     )  # fmt: skip

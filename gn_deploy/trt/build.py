@@ -61,14 +61,14 @@ def build_engine(
     runtime: str = "auto",
     compute_capabilities: str | None = None,
     report_path: str | os.PathLike[str] | None = None,
-) -> Path:
+) -> BuildReport:
     """Build ``model`` into a serialized engine at ``output`` (written atomically).
 
     ``shapes`` are ``name:MIN,OPT,MAX`` profiles (static inputs default to their shape).
     ``runtime``: ``tensorrt`` (10: builder precision flags; 11: strongly typed), ``tensorrt-rtx``
     (ahead of time for ``compute_capabilities`` such as ``"8.6,12.0"``, no GPU needed), or
     ``auto`` (TensorRT if installed). Strongly typed fp16 builds convert the graph first (GN
-    gamma/beta stay fp32). ``report_path`` receives what was built as JSON.
+    gamma/beta stay fp32). Returns what was built; ``report_path`` receives it as JSON.
     """
     source, out = Path(model), Path(output)
     cache_path = Path(timing_cache) if timing_cache else None
@@ -149,6 +149,7 @@ def build_engine(
                 f"{model}: {rt.name} could not build the engine (see its log above)"
             )
         report = BuildReport(
+            engine=str(out),
             runtime=rt.name,
             version=rt.version,
             compute_capabilities=wanted or (["local GPU"] if rt.ahead_of_time else []),
@@ -171,13 +172,14 @@ def build_engine(
             if report_file is not None:
                 outputs.stage_text(report_file, json.dumps(asdict(report), indent=2) + "\n")
             outputs.commit()
-    return out
+    return report
 
 
 @dataclass
 class BuildReport:
     """What `gn-deploy build --report` writes."""
 
+    engine: str
     runtime: str
     version: str
     compute_capabilities: list[str]
@@ -190,6 +192,19 @@ class BuildReport:
     plugin_formats: list[dict[str, str]] | None
     engine_bytes: int
     seconds: float
+
+    def summary(self) -> str:
+        """One line: the engine's layers and the formats its plugin layers run in."""
+        if self.engine_layers is None:
+            text = f"{self.layers} network layers"
+        else:
+            text = f"{self.engine_layers} engine layers"
+        if self.plugin_layers:
+            chosen = sorted({f["x"] for f in self.plugin_formats or []})
+            text += f", {self.plugin_layers} of them gn-deploy's plugin"
+            if chosen:
+                text += f" (x and y in {' / '.join(chosen)})"
+        return f"{text}, {self.engine_bytes} bytes, built in {self.seconds:.1f} s"
 
 
 def _channels_last_copy(source: Path, folder: Path) -> Path:
