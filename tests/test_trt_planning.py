@@ -15,6 +15,7 @@ from gn_deploy.reference import relative_l2, tolerance_for
 from gn_deploy.trt import plugin as trt_plugin
 from gn_deploy.trt.precision import convert_to_fp16, plan_precision
 from gn_deploy.trt.profiles import Profile, parse_shapes, profiles_for
+from gn_deploy.trt.runtimes import parse_compute_capabilities
 from tests.conftest import Exporter
 from tests.helpers import run_reference
 
@@ -27,6 +28,14 @@ def test_parse_shapes() -> None:
     for bad in ["x", "x:1x4,2x4", "x:4x4,2x4,8x4", "x:1x4,2x4x4,4x4", "x:1xQ"]:
         with pytest.raises(UsageError, match="--shapes"):
             parse_shapes(bad)
+
+
+def test_parse_compute_capabilities() -> None:
+    assert parse_compute_capabilities("8.6, 12.0,8.6") == ["8.6", "12.0"]
+    assert parse_compute_capabilities(None) == []
+    for bad in ["", ",", "8", "sm_86", "8.x", "8.6,12"]:
+        with pytest.raises(UsageError, match="--compute-capability"):
+            parse_compute_capabilities(bad)
 
 
 def test_profiles_from_model(exported: Exporter) -> None:

@@ -110,10 +110,10 @@ def _ensure_unversioned_library() -> list[str]:
 
 
 def parse_compute_capabilities(text: str | None) -> list[str]:
-    """``8.6,12.0`` -> ["8.6", "12.0"] (validated against the runtime later)."""
+    """``8.6,12.0`` -> ["8.6", "12.0"], each once (validated against the runtime later)."""
     if text is None:
         return []
-    items = [t.strip() for t in text.split(",") if t.strip()]
+    items = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
     for item in items:
         major, dot, minor = item.partition(".")
         if not (dot and major.isdigit() and minor.isdigit()):
