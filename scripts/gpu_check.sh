@@ -43,7 +43,7 @@ step racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 1 "$build
 step bench 300 python3 -m gn_deploy.cli bench kernels -o "$out/kernels.md"
 if [ "${GN_NCU:-1}" != 0 ] && command -v ncu >/dev/null; then
   # every GN kernel of two calls per shape (the first also pays for the lazy module load)
-  step ncu 240 ncu --set full --kernel-name regex:'^(tiled|stats|normalize|onchip|cluster)_kernel' \
+  step ncu 240 ncu --clock-control none --set full --kernel-name regex:'^(tiled|stats|normalize|onchip|cluster)_kernel' \
     --page details python3 scripts/profile_kernels.py --calls 2 sd-vae-512 sd-vae-512:NHWC sd-unet-64
 fi
 exit "$status"
