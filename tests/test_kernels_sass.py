@@ -1,7 +1,8 @@
 """The kernels' Hopper machine code, read without a GPU: what guards their speed in CI.
 
 Every vector specialisation moves x in 16-byte accesses (LDG.E.128, or LDGSTS.*.128 copies into
-shared memory) and no kernel touches local memory (LDL/STL: spills or a stack array).
+shared memory, read back as LDS.128), no kernel touches local memory (LDL/STL: spills or a
+stack array), and SiLU's exponential carries no subnormal guard.
 cuobjdump and the nvdisasm it calls come from PyPI (nvidia-cuda-cuobjdump, nvidia-cuda-nvdisasm,
 in the dev extra).
 """
@@ -100,6 +101,39 @@ def test_vector_kernels_load_x_in_16_byte_accesses(pattern: str) -> None:
 def test_no_kernel_touches_local_memory() -> None:
     offenders = [name for name, sass in _functions().items() if re.search(r"\b(LDL|STL)\b", sass)]
     assert not offenders, f"local memory (spills or stack arrays) in {offenders}"
+
+
+# Four 32-bit shared loads at +0, +4, +8, +0xc of one register: a 16-byte vector read in four.
+SPLIT_SHARED_VECTOR = re.compile(
+    r"LDS R\d+, \[(R\d+)\] ;(?:.*\n){1,6}.*LDS R\d+, \[\1\+0x4\] ;"
+    r"(?:.*\n){1,6}.*LDS R\d+, \[\1\+0x8\] ;(?:.*\n){1,6}.*LDS R\d+, \[\1\+0xc\] ;"
+)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "no_split"),
+    [
+        (r"tiled_kernelI\w+Lb0E", True),
+        (r"tiled_kernelI\w+Lb1E", False),  # sums runs of per-channel floats: scalar by nature
+        (r"onchip_kernelI\w+Li(4|8)E", True),
+        (r"cluster_kernelI\w+Li(4|8)E", True),
+    ],
+)
+def test_staged_tiles_are_read_back_in_16_byte_vectors(pattern: str, no_split: bool) -> None:
+    found = _kernel(pattern)
+    assert found, f"no kernel matches {pattern}"
+    for name, sass in found:
+        assert re.search(r"\bLDS\.128\b", sass), f"{name}: no 128-bit shared load"
+        if no_split:
+            assert not SPLIT_SHARED_VECTOR.search(sass), f"{name}: a vector read as four LDS"
+
+
+def test_silu_exponential_has_no_subnormal_guard() -> None:
+    # __expf's non-flushing 2^x: compare with -126, halve, square; 1 + e makes it moot
+    guard = re.compile(r"FSETP\.GEU\.AND P\d, PT, R\d+, -126, PT")
+    for name, sass in _kernel(r"(tiled|onchip|cluster|normalize)_kernel"):
+        assert "MUFU.EX2" in sass, f"{name}: no exponential (SiLU) found"
+        assert not guard.search(sass), f"{name}: subnormal guard around 2^x"
 
 
 def test_tiled_kernel_stores_y_streaming_in_16_bytes() -> None:

@@ -205,10 +205,22 @@ __device__ __forceinline__ void store_global_streaming(T* p, const float (&f)[VE
   __stcs(reinterpret_cast<uint4*>(p), pack<T, VEC>(f));
 }
 
+// A vector from shared memory (p 16-byte aligned for VEC > 1, as every cp.async target is).
+// Spelled as one ld.shared.v4: through a plain dereference the compiler split it into four
+// 32-bit LDS, four issue slots where one does.
 template <typename T, int VEC>
 __device__ __forceinline__ void load_shared(const T* p, float (&f)[VEC]) {
-  using S = typename Vec<T, VEC>::Storage;
-  unpack<T, VEC>(*reinterpret_cast<const S*>(p), f);
+  if constexpr (VEC == 1) {
+    f[0] = to_float(*p);
+  } else {
+    uint4 s;
+    const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(p));
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(s.x), "=r"(s.y), "=r"(s.z), "=r"(s.w)
+                 : "r"(address)
+                 : "memory");
+    unpack<T, VEC>(s, f);
+  }
 }
 
 // 16-byte asynchronous copy global -> shared, bypassing L1 (sm_80+).
@@ -234,7 +246,19 @@ __device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
   return v;
 }
 
-__device__ __forceinline__ float silu(float v) { return __fdividef(v, 1.0f + __expf(-v)); }
+// 2^x flushing subnormal results to zero. __expf's ex2 keeps subnormals, at a compare and two
+// predicated multiplies per value; here e = exp(-v) only ever meets 1 + e, where a subnormal
+// adds nothing, so the flush changes no result.
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+  return r;
+}
+
+// v * sigmoid(v) = v / (1 + e^-v), e^-v = 2^(-v * log2(e)) as __expf computes it.
+__device__ __forceinline__ float silu(float v) {
+  return __fdividef(v, 1.0f + exp2_ftz(v * -1.4426950408889634f));
+}
 
 // y = act((x - mean) * scale + beta) for one value, scale = rstd * gamma. Subtracting the mean
 // first keeps inputs with a large mean exact (x and mean are within a factor of two).
