@@ -26,6 +26,9 @@ demo: $(STAMP)
 		--report $(DEMO)/fuse-trt.json
 	$(BIN)/gn-deploy validate --model gn_deploy.models:demo_unet --input x:2x4x32x32 \
 		$(DEMO)/demo.onnx $(DEMO)/demo.fused.onnx $(DEMO)/demo.trt.onnx
+	$(BIN)/gn-deploy build $(DEMO)/demo.fused.onnx -o $(DEMO)/demo.rtx.engine \
+		--runtime tensorrt-rtx --compute-capability 8.6,12.0 \
+		--shapes x:1x4x32x32,2x4x32x32,4x4x32x32 --precision fp16 --report $(DEMO)/build.json
 
 # The CUDA kernel library; skipped with a message where nvcc is missing.
 kernels:
