@@ -133,3 +133,29 @@ def export_torch(
             dynamic_axes={"x": {0: "batch"}} if dynamic else None,
         )
     return path
+
+
+def plugin_model(path: Path, **attributes: object) -> Path:
+    """One FusedGroupNorm node ``gn0`` over x [1, 32, 4, 4] with the attributes given, gamma
+    and beta random."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    node = helper.make_node(
+        "FusedGroupNorm", ["x", "gamma", "beta"], ["y"], name="gn0", domain="gn_deploy",
+        **attributes,
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 4, 4])],
+        [
+            numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "gamma"),
+            numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "beta"),
+        ],
+    )
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("gn_deploy", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), path)
+    return path

@@ -9,6 +9,7 @@ import pytest
 
 from gn_deploy.cli import main
 from tests.conftest import Exporter
+from tests.helpers import plugin_model
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -296,31 +297,6 @@ def test_exporter_failure_text_becomes_one_line() -> None:
     assert _summary(RuntimeError(text)) == "Torch export failed: bad op"
 
 
-def _plugin_model(path: Path, **attributes: object) -> Path:
-    """One FusedGroupNorm node over x [1, 32, 4, 4] with the attributes given."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    node = helper.make_node(
-        "FusedGroupNorm", ["x", "gamma", "beta"], ["y"], name="gn0", domain="gn_deploy",
-        **attributes,
-    )  # fmt: skip
-    graph = helper.make_graph(
-        [node],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 4, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 4, 4])],
-        [
-            numpy_helper.from_array(np.ones(32, np.float32), "gamma"),
-            numpy_helper.from_array(np.zeros(32, np.float32), "beta"),
-        ],
-    )
-    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("gn_deploy", 1)]
-    onnx.save(helper.make_model(graph, opset_imports=opsets), path)
-    return path
-
-
 @pytest.mark.parametrize(
     ("attributes", "needles"),
     [
@@ -336,7 +312,7 @@ def _plugin_model(path: Path, **attributes: object) -> Path:
 def test_build_names_the_plugin_node_the_plugin_would_refuse(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, attributes: dict, needles: list[str]
 ) -> None:
-    model = _plugin_model(tmp_path / "p.onnx", **attributes)
+    model = plugin_model(tmp_path / "p.onnx", **attributes)
     engine = tmp_path / "p.engine"
     code, _, err = _run(capsys, "build", str(model), "-o", str(engine))
     assert code == 1

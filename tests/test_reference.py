@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 from gn_deploy.plugin_op import fused_group_norm
 from gn_deploy.reference import group_norm_reference, relative_l2, tolerance_for
+from tests.helpers import plugin_model, run_reference
 
 
 @pytest.mark.parametrize(
@@ -48,6 +53,21 @@ def test_plugin_op_keeps_dtype_and_is_within_tolerance() -> None:
     y = fused_group_norm(x, g, b, 4, 1e-5, 1)
     assert y.dtype == np.float16
     assert relative_l2(y, group_norm_reference(x, 4, 1e-5, g, b, 1)) <= tolerance_for("float16")
+
+
+def test_channels_last_attribute_changes_formats_not_values(tmp_path: Path) -> None:
+    """The plugin op's channels_last picks TensorRT formats; ONNX's evaluator ignores it."""
+    x = np.random.default_rng(1).standard_normal((1, 32, 4, 4)).astype(np.float32)
+    results = []
+    for flag in (0, 1):
+        model = plugin_model(tmp_path / f"p{flag}.onnx", num_groups=8, epsilon=1e-5,
+                             activation=1, channels_last=flag)  # fmt: skip
+        results.append(run_reference(model, {"x": x})[0])
+    graph = onnx.load(tmp_path / "p1.onnx").graph
+    gamma, beta = (numpy_helper.to_array(t) for t in graph.initializer)
+    expected = group_norm_reference(x, 8, 1e-5, gamma, beta, True)
+    assert np.array_equal(results[0], results[1])
+    assert relative_l2(results[1], expected) < tolerance_for("float32")
 
 
 def test_invalid_groups() -> None:
