@@ -73,6 +73,7 @@ def _fuse(args: argparse.Namespace) -> int:
         seed=args.seed,
         strict=args.strict,
         report_path=args.report,
+        channels_last=args.channels_last,
     )
     _print_fuse_report(report, args.report)
     print(f"wrote {report.output}")
@@ -193,8 +194,9 @@ def _add_plugin_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--plugin",
         metavar="LIB.so",
-        help="gn-deploy's TensorRT plugin library (default: $GN_DEPLOY_TRT_PLUGIN, "
-        "then build/groupnorm-trt/libgn_trt_plugin.so)",
+        help="gn-deploy's TensorRT plugin library (default: $GN_DEPLOY_TRT_PLUGIN, then what "
+        "`gn-deploy plugin build` made, then a checkout's build/groupnorm-trt; "
+        "`gn-deploy plugin path` prints which)",
     )
 
 
@@ -286,6 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="IN.onnx")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     _add_fuse_options(p)
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="trt-plugin: set channels_last=1 on every FusedGroupNorm, so that the plugin "
+        "accepts only channels-last formats for 4-D tensors: for builders that cannot time "
+        "formats and take the first one offered (TensorRT-RTX ahead of time, e.g. through "
+        "your own code; `gn-deploy build` sets it for TensorRT-RTX itself)",
+    )
     p.set_defaults(func=_fuse)
 
     p = sub.add_parser(

@@ -120,3 +120,24 @@ def test_report_records_each_site(exported: Exporter, tmp_path: Path) -> None:
     assert {"InstanceNormalization", "Sigmoid"} <= {
         name.split("/")[-1].split("_")[0] for name in first.nodes
     }
+
+
+def test_channels_last_marks_every_plugin_op(
+    exported: Exporter, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gn_deploy.cli import main
+
+    src, out = exported("dynamo", 18), tmp_path / "fused.onnx"
+    argv = ["fuse", str(src), "-o", str(out), "--target", "trt-plugin", "--channels-last"]
+    assert main(argv) == 0
+    graph = onnx.load(out, load_external_data=False).graph
+    ops = [n for n in graph.node if n.op_type == "FusedGroupNorm"]
+    assert len(ops) == GN_PER_MODEL
+    for node in ops:
+        assert {a.name: a for a in node.attribute}["channels_last"].i == 1
+    x = _input(4, 8)
+    assert relative_l2(run_reference(out, {"x": x})[0], run_ort(src, {"x": x})[0]) <= 1e-5
+    # the standard op has no such attribute
+    assert main(["fuse", str(src), "-o", str(tmp_path / "o.onnx"), "--channels-last"]) == 2
+    assert "--target trt-plugin" in capsys.readouterr().err
+    assert not (tmp_path / "o.onnx").exists()

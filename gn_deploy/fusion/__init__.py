@@ -206,17 +206,19 @@ def fuse_model(
     seed: int = 0,
     strict: bool = False,
     report_path: str | os.PathLike[str] | None = None,
+    channels_last: bool = False,
 ) -> FuseReport:
     """Fuse every proven GN site of ``path`` into one op of ``target``; write ``output``.
 
     Sites that fail their proof are left as they were and reported; a model without GN is
     written unchanged (``strict``: refused). ``report_path`` also receives the report as JSON.
+    ``channels_last`` (trt-plugin) sets that attribute of every FusedGroupNorm written.
     An input that fails ONNX's full check is said to in a note (torch writes bf16
     InstanceNormalization, which ONNX does not allow; fusing removes it).
     The output must pass ONNX's full check (and load in ONNX Runtime where it can run it);
     otherwise, as on any error, nothing is written. The input files are never modified.
     """
-    emitter = get_emitter(target)
+    emitter = get_emitter(target, channels_last)
     src, out = Path(path), Path(output)
     writes = [(out, "-o"), *([(Path(report_path), "--report")] if report_path else [])]
     guard(writes, inputs_of(src, []))

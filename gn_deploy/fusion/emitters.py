@@ -131,6 +131,10 @@ class TrtPluginEmitter:
     folds_activation = True
     opset_imports: ClassVar[dict[str, int]] = {plugin_op.DOMAIN: plugin_op.DOMAIN_VERSION}
 
+    def __init__(self, channels_last: bool = False) -> None:
+        # the op's channels_last attribute: for builders that cannot time formats (TensorRT-RTX)
+        self.extra = {"channels_last": 1} if channels_last else {}
+
     def is_final(self, site: GroupNormSite) -> bool:
         return False
 
@@ -158,6 +162,7 @@ class TrtPluginEmitter:
                     "activation": int(site.activation),
                     "plugin_namespace": plugin_op.PLUGIN_NAMESPACE,
                     "plugin_version": plugin_op.PLUGIN_VERSION,
+                    **self.extra,
                 },
                 domain=plugin_op.DOMAIN,
                 name=prefix,
@@ -174,15 +179,16 @@ class TrtPluginEmitter:
 
 Emitter = OnnxEmitter | TrtPluginEmitter
 
-EMITTERS: dict[str, type[OnnxEmitter] | type[TrtPluginEmitter]] = {
-    OnnxEmitter.name: OnnxEmitter,
-    TrtPluginEmitter.name: TrtPluginEmitter,
-}
+TARGETS = (OnnxEmitter.name, TrtPluginEmitter.name)
 
 
-def get_emitter(target: str) -> Emitter:
-    try:
-        return EMITTERS[target]()
-    except KeyError:
-        known = ", ".join(EMITTERS)
-        raise UsageError(f"unknown target {target!r}; choose one of: {known}") from None
+def get_emitter(target: str, channels_last: bool = False) -> Emitter:
+    if target not in TARGETS:
+        raise UsageError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
+    if target == TrtPluginEmitter.name:
+        return TrtPluginEmitter(channels_last)
+    if channels_last:
+        raise UsageError(
+            "--channels-last sets an attribute of the plugin op: use --target trt-plugin"
+        )
+    return OnnxEmitter()
