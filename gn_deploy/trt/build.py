@@ -113,7 +113,7 @@ def build_engine(
             converted = Path(tmp) / "model.fp16.onnx"
             convert_to_fp16(source, converted)
             source = converted
-        if rt.ahead_of_time and plugin_nodes:
+        if rt.ahead_of_time and any(_unmarked(n) for n in proto.graph.node):
             source = _channels_last_copy(source, Path(tmp) / "channels-last")
         builder = trt.Builder(logger)
         flags = 0
@@ -217,7 +217,7 @@ def _channels_last_copy(source: Path, folder: Path) -> Path:
     """
     proto = load_proto(source)
     for node in proto.graph.node:
-        if _is_plugin(node) and all(a.name != "channels_last" for a in node.attribute):
+        if _unmarked(node):
             node.attribute.append(onnx.helper.make_attribute("channels_last", 1))
     for data in proto_data_files(proto, source.parent):
         link = folder / data.relative_to(source.parent)
@@ -231,6 +231,11 @@ def _channels_last_copy(source: Path, folder: Path) -> Path:
 
 def _is_plugin(node: onnx.NodeProto) -> bool:
     return node.domain == plugin_op.DOMAIN and node.op_type == plugin_op.OP_TYPE
+
+
+def _unmarked(node: onnx.NodeProto) -> bool:
+    """A FusedGroupNorm node that leaves channels_last to the builder."""
+    return _is_plugin(node) and all(a.name != "channels_last" for a in node.attribute)
 
 
 def _plugin_nodes(proto: Any) -> list[str]:
