@@ -356,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
         "needed). gn-deploy's plugin library is loaded when the model has FusedGroupNorm ops. "
         "TensorRT 10 uses builder precision flags; TensorRT 11 and TensorRT-RTX build strongly "
         "typed, so for fp16 the graph is converted first, keeping GN gamma/beta in fp32. "
-        "Written atomically.",
+        "For TensorRT-RTX, FusedGroupNorm ops that do not set channels_last get "
+        "channels_last=1 (it cannot time formats ahead of time). Written atomically; the last "
+        "line says what was built: engine layers, plugin layers and their format.",
         epilog="examples:\n"
         "  gn-deploy build demo.fused.onnx -o demo.engine --runtime tensorrt-rtx \\\n"
         "      --compute-capability 8.6,12.0 --shapes x:1x4x32x32,2x4x32x32,4x4x32x32\n"
@@ -392,7 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X.Y[,X.Y...]",
         help="TensorRT-RTX: the GPUs to build for, e.g. 8.6,12.0 (default: the local GPU)",
     )
-    p.add_argument("--report", metavar="FILE.json", help="also write what was built as JSON")
+    p.add_argument(
+        "--report",
+        metavar="FILE.json",
+        help="also write what was built as JSON: runtime, version, targets, precision, "
+        "profiles, network and engine layers, plugin layers with the formats chosen for them, "
+        "bytes, seconds",
+    )
     _add_plugin_option(p)
     p.set_defaults(func=_build)
 
