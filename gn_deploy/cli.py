@@ -427,8 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cuda-arch",
         metavar="N[,N...]",
-        help="CUDA architectures, e.g. 86,89,90 (default: 80,86,89,90 and 100,120 with "
-        "nvcc >= 12.8)",
+        help="CUDA architectures, e.g. 86,89,90 or 90a, each one the installed nvcc knows "
+        "(default: 80,86,89,90 and 100,120 with nvcc >= 12.8)",
     )
     p.set_defaults(func=_plugin)
 

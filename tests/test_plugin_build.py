@@ -50,6 +50,18 @@ def test_bad_build_options(
     assert len(err) == 1 and needle in err[0]
 
 
+@pytest.mark.skipif(
+    subprocess.run(["which", "nvcc"], capture_output=True).returncode != 0, reason="needs nvcc"
+)
+def test_an_architecture_nvcc_does_not_know_is_named(
+    nowhere: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plugin", "build", "--cuda-arch", "86,9999"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--cuda-arch 9999" in err[0] and "86" in err[0]
+    assert not (nowhere / "cache" / "gn-deploy" / "plugin" / "build").exists()
+
+
 def test_the_wheel_carries_the_plugin_sources(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],

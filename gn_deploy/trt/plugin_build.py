@@ -4,6 +4,7 @@ with the package (CMake + nvcc) into a per-user cache, wherever gn-deploy is ins
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,10 +42,15 @@ def build_plugin(tensorrt_include: str | os.PathLike[str] | None, cuda_archs: st
     include = Path(tensorrt_include) if tensorrt_include else None
     if include is not None and not (include / "NvInferRuntime.h").is_file():
         raise UsageError(f"--tensorrt-include {include}: no NvInferRuntime.h there")
-    if cuda_archs is not None and not all(a.strip().isdigit() for a in cuda_archs.split(",")):
-        raise UsageError(f"--cuda-arch {cuda_archs!r}: expected numbers like 86,89,90")
+    archs = [a.strip() for a in cuda_archs.split(",")] if cuda_archs is not None else []
+    if cuda_archs is not None and not all(re.fullmatch(r"\d+[af]?", a) for a in archs):
+        raise UsageError(f"--cuda-arch {cuda_archs!r}: expected numbers like 86,89,90 (or 90a)")
     cmake = _tool("cmake", "pip install cmake, or install it with your system's packages")
-    _tool("nvcc", "install the CUDA toolkit (nvcc) and put it on PATH")
+    nvcc = _tool("nvcc", "install the CUDA toolkit (nvcc) and put it on PATH")
+    known = _nvcc_architectures(nvcc)
+    unknown = [a for a in archs if known and a.rstrip("af") not in known]
+    if unknown:
+        raise UsageError(f"--cuda-arch {unknown[0]}: this nvcc builds for {', '.join(known)}")
     build = cache_folder() / "build"
     configure = [cmake, "-S", str(SOURCES), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release"]
     if include is not None:
@@ -63,6 +69,13 @@ def build_plugin(tensorrt_include: str | os.PathLike[str] | None, cuda_archs: st
     target = cache_folder() / LIBRARY_NAME
     shutil.copy2(library, target)
     return target
+
+
+def _nvcc_architectures(nvcc: str) -> list[str]:
+    """The compute capabilities nvcc can build for, as "75", "80", ... ([] if it won't say)."""
+    done = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True, check=False)
+    found = re.findall(r"compute_(\d+)", done.stdout) if done.returncode == 0 else []
+    return sorted(set(found), key=int)
 
 
 def _run(command: list[str], failure: str) -> None:
