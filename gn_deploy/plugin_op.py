@@ -7,6 +7,7 @@ plus a numpy implementation for ONNX's reference evaluator.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import onnx
 from onnx.reference.op_run import OpRun
 
+from gn_deploy.errors import GnDeployError
 from gn_deploy.reference import group_norm_reference
 
 OP_TYPE = "FusedGroupNorm"
@@ -86,3 +88,16 @@ def node_error(node: onnx.NodeProto, channels: int | None = None) -> str | None:
     if channels is not None and channels % groups:
         return f"node {node.name!r}: C = {channels} is not divisible by num_groups = {groups}"
     return None
+
+
+def check_nodes(proto: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Refuse, naming it, the first FusedGroupNorm node of ``path`` that the plugin's creator
+    would refuse (its channel count taken from gamma where gamma is an initializer)."""
+    lengths = {t.name: int(np.prod(t.dims)) for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.domain != DOMAIN or node.op_type != OP_TYPE:
+            continue
+        channels = lengths.get(node.input[1]) if len(node.input) > 1 else None
+        error = node_error(node, channels)
+        if error:
+            raise GnDeployError(f"{path}: {error}")

@@ -168,8 +168,12 @@ def run_onnx(
     if any(o.domain == plugin_op.DOMAIN for o in model.opset_import):
         from onnx.reference import ReferenceEvaluator
 
+        plugin_op.check_nodes(model, path)
         evaluator = ReferenceEvaluator(os.fspath(path), new_ops=[plugin_op.FusedGroupNorm])
-        return "onnx-reference", [np.asarray(o) for o in evaluator.run(None, own)]
+        try:
+            return "onnx-reference", [np.asarray(o) for o in evaluator.run(None, own)]
+        except Exception as exc:  # the evaluator raises whatever its ops raise
+            raise GnDeployError(f"{path}: ONNX's reference evaluator failed: {exc}") from exc
     from gn_deploy.backends.ort import run_model
 
     try:

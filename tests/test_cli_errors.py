@@ -309,7 +309,7 @@ def test_exporter_failure_text_becomes_one_line() -> None:
     ],
     ids=["groups", "channels_last", "activation", "epsilon", "float-groups", "no-epsilon"],
 )
-def test_build_names_the_plugin_node_the_plugin_would_refuse(
+def test_build_and_validate_name_the_plugin_node_the_plugin_would_refuse(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, attributes: dict, needles: list[str]
 ) -> None:
     model = plugin_model(tmp_path / "p.onnx", **attributes)
@@ -318,3 +318,7 @@ def test_build_names_the_plugin_node_the_plugin_would_refuse(
     assert code == 1
     _one_error_line(err, str(model), "node 'gn0'", *needles)
     assert not engine.exists()
+    good = plugin_model(tmp_path / "good.onnx", num_groups=8, epsilon=1e-5)
+    code, _, err = _run(capsys, "validate", str(good), str(model), "--input", "x:1x32x4x4")
+    assert code == 1
+    _one_error_line(err, str(model), "node 'gn0'", *needles)

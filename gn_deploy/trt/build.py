@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from gn_deploy import plugin_op
@@ -85,7 +84,7 @@ def build_engine(
     )
     profiles = profiles_for(proto, shapes)
     plugin_nodes = _plugin_nodes(proto)
-    _check_plugin_nodes(proto, source)
+    plugin_op.check_nodes(proto, source)
     wanted = parse_compute_capabilities(compute_capabilities)
     rt = load_runtime(runtime)
     for text in rt.notes:
@@ -201,17 +200,6 @@ class BuildReport:
             if chosen:
                 text += f" (x and y in {' / '.join(chosen)})"
         return f"{text}, {self.engine_bytes} bytes, built in {self.seconds:.1f} s"
-
-
-def _check_plugin_nodes(proto: onnx.ModelProto, source: Path) -> None:
-    """Refuse, naming it, the first FusedGroupNorm node the plugin's creator would refuse
-    (its channel count taken from gamma where gamma is an initializer)."""
-    lengths = {t.name: int(np.prod(t.dims)) for t in proto.graph.initializer}
-    for node in filter(_is_plugin, proto.graph.node):
-        channels = lengths.get(node.input[1]) if len(node.input) > 1 else None
-        error = plugin_op.node_error(node, channels)
-        if error:
-            raise GnDeployError(f"{source}: {error}")
 
 
 def _channels_last_copy(source: Path, folder: Path) -> Path:
