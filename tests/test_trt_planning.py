@@ -62,7 +62,7 @@ def test_precision_plans() -> None:
     assert plan_precision(11, "fp32").convert_to is None
     assert plan_precision(11, "fp32").cleared_flags == ["TF32"]
     assert plan_precision(10, "fp16").cleared_flags == []
-    with pytest.raises(GnDeployError, match="bf16 on TensorRT 11"):
+    with pytest.raises(GnDeployError, match="bf16 in a strongly typed build"):
         plan_precision(11, "bf16")
     with pytest.raises(UsageError):
         plan_precision(10, "int8")

@@ -44,7 +44,8 @@ def plan_precision(trt_major: int, precision: str) -> PrecisionPlan:
         return PrecisionPlan(precision, strongly_typed=False, builder_flags=_FLAGS[precision])
     if precision == "bf16":
         raise GnDeployError(
-            "bf16 on TensorRT 11 needs a bf16 ONNX graph, which gn-deploy does not make yet; "
+            "bf16 in a strongly typed build (TensorRT 11, TensorRT-RTX) needs a bf16 ONNX graph, "
+            "which gn-deploy does not make yet (ONNX's Conv has no bf16 before opset 22); "
             "export the model in bfloat16 and build with --precision fp32 (strongly typed)"
         )
     return PrecisionPlan(
