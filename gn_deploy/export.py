@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,23 @@ def example_inputs(specs: Sequence[InputSpec], seed: int = 0) -> list[Any]:
     return tensors
 
 
+# Lists every optional op library it did not find (torchvision's nms, roi_align, ...) on each
+# dynamo export: four lines that say nothing about the model being exported.
+REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Only errors from the logger ``name`` while the block runs."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def export_model(
     model: Any,
     inputs: Sequence[InputSpec | str],
@@ -111,7 +130,7 @@ def export_model(
     with Outputs() as outputs:
         staging = outputs.stage_folder(out)
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet(REGISTRY_LOGGER):
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     module,

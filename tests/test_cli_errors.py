@@ -322,3 +322,21 @@ def test_build_and_validate_name_the_plugin_node_the_plugin_would_refuse(
     code, _, err = _run(capsys, "validate", str(good), str(model), "--input", "x:1x32x4x4")
     assert code == 1
     _one_error_line(err, str(model), "node 'gn0'", *needles)
+
+
+def test_dynamo_export_says_nothing_about_missing_op_libraries(tmp_path: Path) -> None:
+    """torch's exporter lists each optional op library it did not find (torchvision's nms, ...)
+    once per process: a fresh process shows whether any of it reaches the user."""
+    pytest.importorskip("torch", reason="export needs torch")
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "gn_deploy.cli", "export", "--model", "gn_deploy.models:demo_unet",
+         "--input", "x:1x4x16x16", "-o", str(tmp_path / "m.onnx")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Skipping" not in done.stderr and "not installed" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == ["exporting gn_deploy.models:demo_unet with the "
+                                                "dynamo exporter ..."], done.stderr  # fmt: skip
