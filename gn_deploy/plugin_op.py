@@ -59,16 +59,13 @@ class FusedGroupNorm(OpRun):
 
 
 # What the plugin's creator accepts (plugins/groupnorm/src/plugin_support.cpp): per attribute,
-# its ONNX type, the values allowed in words, and the test of a value.
-_ATTRIBUTES: dict[str, tuple[int, str, Callable[[Any], bool]]] = {
-    "num_groups": (onnx.AttributeProto.INT, "a positive integer", lambda v: 0 < v < 2**31),
-    "epsilon": (
-        onnx.AttributeProto.FLOAT,
-        "a finite float >= 0",
-        lambda v: math.isfinite(v) and v >= 0,
-    ),
-    "activation": (onnx.AttributeProto.INT, "0 (none) or 1 (SiLU)", lambda v: v in (0, 1)),
-    "channels_last": (onnx.AttributeProto.INT, "0 or 1", lambda v: v in (0, 1)),
+# its ONNX types, the values allowed in words, and the test of a value.
+_INT, _FLOAT = onnx.AttributeProto.INT, onnx.AttributeProto.FLOAT
+_ATTRIBUTES: dict[str, tuple[tuple[int, ...], str, Callable[[Any], bool]]] = {
+    "num_groups": ((_INT,), "a positive integer", lambda v: 0 < v < 2**31),
+    "epsilon": ((_FLOAT, _INT), "a finite float >= 0", lambda v: math.isfinite(v) and v >= 0),
+    "activation": ((_INT,), "0 (none) or 1 (SiLU)", lambda v: v in (0, 1)),
+    "channels_last": ((_INT,), "0 or 1", lambda v: v in (0, 1)),
 }
 
 
@@ -79,10 +76,10 @@ def node_error(node: onnx.NodeProto, channels: int | None = None) -> str | None:
     for required in ("num_groups", "epsilon"):
         if required not in given:
             return f"node {node.name!r}: FusedGroupNorm needs the attribute {required}"
-    for name, (kind, allowed, test) in _ATTRIBUTES.items():
+    for name, (kinds, allowed, test) in _ATTRIBUTES.items():
         if name in given:
             value = onnx.helper.get_attribute_value(given[name])
-            if given[name].type != kind or not test(value):
+            if given[name].type not in kinds or not test(value):
                 return f"node {node.name!r}: attribute {name} must be {allowed}, not {value!r}"
     groups = onnx.helper.get_attribute_value(given["num_groups"])
     if channels is not None and channels % groups:
