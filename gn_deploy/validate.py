@@ -227,7 +227,8 @@ def validate(
                 f"--engine {path}: cannot run here: no NVIDIA GPU on this machine (an engine "
                 "runs only on a GPU it was built for; compare it on such a machine)"
             )
-        runs.append((f"tensorrt:{Path(path).name}", EngineRunner(path, plugin).run(feeds)))
+        runner = EngineRunner(path, plugin)
+        runs.append((f"{runner.runtime}:{Path(path).name}", runner.run(feeds)))
     (ref_name, ref_outs), rest = runs[0], runs[1:]
     report = ValidationReport(reference=ref_name)
     for name, outs in rest:

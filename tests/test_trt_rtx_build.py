@@ -181,3 +181,23 @@ def test_fp16_build_of_a_model_with_external_weights(
     )  # fmt: skip
     assert code == 0, err
     assert json.loads(report.read_text())["engine_bytes"] == engine.stat().st_size > 0
+
+
+def test_an_engine_no_runtime_reads_says_what_would(tmp_path: Path) -> None:
+    """Any machine: a file no installed runtime deserializes is named with the runtimes tried,
+    this machine's GPU (or none), and the GPUs TensorRT-RTX runs engines on."""
+    from gn_deploy.errors import GnDeployError
+    from gn_deploy.trt.runner import EngineRunner
+    from gn_deploy.trt.runtimes import gpu_compute_capability, load_runtime, rtx_capabilities
+
+    listed = rtx_capabilities(load_runtime("tensorrt-rtx"))
+    assert listed.startswith("7.5, 8.0, 8.6")  # what 1.7 lists, in order
+    bogus = tmp_path / "bogus.engine"
+    bogus.write_bytes(b"not an engine" * 100)
+    with pytest.raises(GnDeployError) as caught:
+        EngineRunner(bogus)
+    text = str(caught.value)
+    assert text.startswith(f"{bogus}: no installed runtime could deserialize it (tried ")
+    assert "tensorrt-rtx" in text and f"runs engines on {listed})" in text
+    gpu = gpu_compute_capability()
+    assert (f"compute capability {gpu}" if gpu else "no GPU here") in text

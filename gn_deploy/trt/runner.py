@@ -13,7 +13,7 @@ import numpy as np
 
 from gn_deploy.errors import GnDeployError
 from gn_deploy.trt.plugin import find_plugin_library, load_plugin
-from gn_deploy.trt.runtimes import load_runtime
+from gn_deploy.trt.runtimes import Runtime, gpu_compute_capability, load_runtime, rtx_capabilities
 
 
 class DeviceMemory(Protocol):
@@ -130,6 +130,21 @@ def device_memory() -> DeviceMemory:
     return TorchMemory()
 
 
+def _why_not(tried: list[Runtime]) -> str:
+    """Why no installed runtime read an engine: what each runs on, against this GPU."""
+    names = ", ".join(f"{rt.name} {rt.version}" for rt in tried)
+    gpu = gpu_compute_capability()
+    text = (
+        f"no installed runtime could deserialize it (tried {names}): it was built for "
+        "another GPU or runtime version, or it is not an engine ("
+        + (f"this GPU: compute capability {gpu}" if gpu else "no GPU here")
+    )
+    if any(rt.ahead_of_time for rt in tried):
+        rtx = next(rt for rt in tried if rt.ahead_of_time)
+        text += f"; TensorRT-RTX {rtx.version} runs engines on {rtx_capabilities(rtx)}"
+    return text + ")"
+
+
 class EngineRunner:
     """Deserialize an engine (the plugin library loaded first) and run it on numpy feeds."""
 
@@ -139,23 +154,25 @@ class EngineRunner:
         self.path = Path(engine)
         if not self.path.is_file():
             raise GnDeployError(f"{self.path}: no such engine file")
-        self.trt, self.engine = self._deserialize(plugin)
+        self.runtime, self.trt, self.engine = self._deserialize(plugin)
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         mode = self.trt.TensorIOMode.INPUT
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == mode]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) != mode]
 
-    def _deserialize(self, plugin: str | os.PathLike[str] | None) -> tuple[Any, Any]:
+    def _deserialize(self, plugin: str | os.PathLike[str] | None) -> tuple[str, Any, Any]:
         """The engine, by the first installed runtime that reads it (TensorRT, TensorRT-RTX),
-        with the plugin library loaded where one is given or found."""
+        with the plugin library loaded where one is given or found; with that runtime's name
+        and module."""
         data = self.path.read_bytes()
-        tried = []
+        tried: list[Runtime] = []
         for name in ("tensorrt", "tensorrt-rtx"):
             try:
-                trt = load_runtime(name).trt
+                rt = load_runtime(name)
             except GnDeployError:
                 continue
+            trt = rt.trt
             try:
                 library = find_plugin_library(plugin)
             except GnDeployError:
@@ -168,11 +185,11 @@ class EngineRunner:
             engine = runtime.deserialize_cuda_engine(data)
             if engine is not None:
                 self._runtime = runtime  # the engine lives as long as its runtime
-                return trt, engine
-            tried.append(name)
+                return name, trt, engine
+            tried.append(rt)
         if not tried:
             raise GnDeployError(f"{self.path}: neither TensorRT nor TensorRT-RTX is installed")
-        raise GnDeployError(f"{self.path}: {' nor '.join(tried)} could deserialize the engine")
+        raise GnDeployError(f"{self.path}: {_why_not(tried)}")
 
     def _dtype(self, name: str) -> np.dtype:
         return np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))

@@ -126,11 +126,7 @@ def parse_compute_capabilities(text: str | None) -> list[str]:
 def rtx_targets(runtime: Runtime, capabilities: list[str]) -> list[Any]:
     """TensorRT-RTX ComputeCapability values for ``capabilities`` (default: the local GPU)."""
     enum = runtime.trt.ComputeCapability
-    supported = {
-        name[2:-1] + "." + name[-1]: getattr(enum, name)
-        for name in dir(enum)
-        if name.startswith("SM") and name[2:].isdigit()
-    }
+    supported = _rtx_supported(runtime)
     if not capabilities:
         if not has_gpu():
             raise UsageError(
@@ -148,20 +144,45 @@ def rtx_targets(runtime: Runtime, capabilities: list[str]) -> list[Any]:
     return [supported[c] for c in capabilities]
 
 
+def _rtx_supported(runtime: Runtime) -> dict[str, Any]:
+    """ "8.6" -> TensorRT-RTX's ComputeCapability value, for each one it lists."""
+    enum = runtime.trt.ComputeCapability
+    return {
+        name[2:-1] + "." + name[-1]: getattr(enum, name)
+        for name in dir(enum)
+        if name.startswith("SM") and name[2:].isdigit()
+    }
+
+
 def _listed(capabilities: dict[str, Any]) -> str:
     return ", ".join(sorted(capabilities, key=lambda c: tuple(int(p) for p in c.split("."))))
 
 
 def has_gpu() -> bool:
     """Whether the CUDA driver sees a GPU (no CUDA Python package needed)."""
+    return gpu_compute_capability() is not None
+
+
+def gpu_compute_capability() -> str | None:
+    """The first GPU's compute capability ("8.6") as the CUDA driver reports it; None without
+    a driver or a GPU."""
     try:
         cuda = ctypes.CDLL("libcuda.so.1")
     except OSError:
-        return False
-    count = ctypes.c_int(0)
-    return (
-        cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+        return None
+    device, major, minor = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
+    ok = (
+        cuda.cuInit(0) == 0
+        and cuda.cuDeviceGet(ctypes.byref(device), 0) == 0
+        and cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device) == 0  # ..._MAJOR
+        and cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device) == 0  # ..._MINOR
     )
+    return f"{major.value}.{minor.value}" if ok else None
+
+
+def rtx_capabilities(runtime: Runtime) -> str:
+    """The compute capabilities a TensorRT-RTX runtime builds and runs engines for, listed."""
+    return _listed(_rtx_supported(runtime))
 
 
 def note(text: str) -> None:
