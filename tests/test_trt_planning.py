@@ -137,3 +137,29 @@ def test_missing_engine_is_named(tmp_path: Path) -> None:
 
     with pytest.raises(GnDeployError, match=r"nope\.engine: no such engine file"):
         EngineRunner(tmp_path / "nope.engine")
+
+
+def test_engine_memory_with_a_cpu_build_of_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch without CUDA (what `make test` installs) does not stop an engine from running where
+    cuda-python is installed; without either, one line says what is missing."""
+    torch = pytest.importorskip("torch", reason="checks the choice made when torch is installed")
+    from gn_deploy.trt import runner
+
+    if torch.cuda.is_available():
+        pytest.skip("checks a build of torch without CUDA")
+    made: list[str] = []
+
+    class FakeCudaPython:
+        def __init__(self) -> None:
+            made.append("cuda-python")
+
+    monkeypatch.setattr(runner, "CudaPythonMemory", FakeCudaPython)
+    assert isinstance(runner.device_memory(), FakeCudaPython) and made == ["cuda-python"]
+
+    class Missing:
+        def __init__(self) -> None:
+            raise GnDeployError("no cuda-python")
+
+    monkeypatch.setattr(runner, "CudaPythonMemory", Missing)
+    with pytest.raises(GnDeployError, match="sees no CUDA device and cuda-python is not"):
+        runner.device_memory()

@@ -30,8 +30,6 @@ class TorchMemory:
     def __init__(self) -> None:
         import torch
 
-        if not torch.cuda.is_available():
-            raise GnDeployError("running an engine needs an NVIDIA GPU (torch sees no CUDA device)")
         self.torch = torch
         self.tensors: dict[int, Any] = {}
 
@@ -122,12 +120,21 @@ class CudaPythonMemory:
 
 
 def device_memory() -> DeviceMemory:
-    """torch's CUDA memory when torch is installed, else cuda-python's."""
+    """torch's CUDA memory where torch sees a GPU, else cuda-python's (a CPU build of torch,
+    as `make test` installs, next to a GPU)."""
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         return CudaPythonMemory()
-    return TorchMemory()
+    if torch.cuda.is_available():
+        return TorchMemory()
+    try:
+        return CudaPythonMemory()
+    except GnDeployError as exc:
+        raise GnDeployError(
+            f"running an engine needs torch with CUDA or cuda-python: torch {torch.__version__} "
+            "sees no CUDA device and cuda-python is not installed (pip install cuda-python)"
+        ) from exc
 
 
 def _why_not(tried: list[Runtime]) -> str:
