@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One call on a GPU machine (H100/H200, about 4 minutes; the profile runs last): build for sm_90, the GPU tests, the
+# One call on a GPU machine (H100/H200, about 4 minutes): build for sm_90, the GPU tests, the
 # TensorRT plugin driven through its interfaces on the GPU (when TensorRT headers are given),
 # compute-sanitizer memcheck and racecheck on a short case list, `gn-deploy bench kernels`, then
 # Nsight Compute on the GN kernels of three benchmark shapes (GN_NCU=0 skips it; ncu.log).
