@@ -179,6 +179,18 @@ constexpr int kStreamUnroll = 4;
 // The stream kernels run kStreamThreads (planner.cpp) threads per block.
 constexpr int kStreamThreads = 256;
 
+// The vectors v, v + stride, ... (kStreamUnroll of them, those before v1) of a group, all
+// loads issued before any is used.
+template <typename T, int VEC>
+__device__ __forceinline__ void load_unrolled(const T* xg, const Geometry& geo, int64_t v,
+                                              int64_t v1, int64_t stride,
+                                              float (&f)[kStreamUnroll][VEC]) {
+#pragma unroll
+  for (int u = 0; u < kStreamUnroll; ++u) {
+    if (v + u * stride < v1) load_global<T, VEC>(xg + geo.offset((v + u * stride) * VEC), f[u]);
+  }
+}
+
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kStreamThreads)
     stats_kernel(const T* __restrict__ x, Geometry geo, int chunks, float2* __restrict__ partial) {
@@ -192,10 +204,7 @@ __global__ void __launch_bounds__(kStreamThreads)
   const int64_t stride = blockDim.x;
   for (int64_t v = v0 + threadIdx.x; v < v1; v += kStreamUnroll * stride) {
     float f[kStreamUnroll][VEC];
-#pragma unroll
-    for (int u = 0; u < kStreamUnroll; ++u) {
-      if (v + u * stride < v1) load_global<T, VEC>(xg + geo.offset((v + u * stride) * VEC), f[u]);
-    }
+    load_unrolled<T, VEC>(xg, geo, v, v1, stride, f);
 #pragma unroll
     for (int u = 0; u < kStreamUnroll; ++u) {
       if (v + u * stride < v1) s = merge(s, vector_stats(f[u]));
@@ -237,10 +246,7 @@ __global__ void __launch_bounds__(kStreamThreads)
   const int64_t stride = blockDim.x;
   for (int64_t v = v0 + threadIdx.x; v < v1; v += kStreamUnroll * stride) {
     float f[kStreamUnroll][VEC];
-#pragma unroll
-    for (int u = 0; u < kStreamUnroll; ++u) {
-      if (v + u * stride < v1) load_global<T, VEC>(xg + geo.offset((v + u * stride) * VEC), f[u]);
-    }
+    load_unrolled<T, VEC>(xg, geo, v, v1, stride, f);
 #pragma unroll
     for (int u = 0; u < kStreamUnroll; ++u) {
       const int64_t i = (v + u * stride) * VEC;

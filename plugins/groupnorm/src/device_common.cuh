@@ -41,45 +41,29 @@ __device__ __forceinline__ Stats warp_reduce(Stats s) {
   return s;
 }
 
-// Merge one Stats per thread in a fixed order; every thread gets the block's result.
-__device__ __forceinline__ Stats block_reduce(Stats s, Stats* scratch) {
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  s = warp_reduce(s);
-  if (lane == 0) scratch[warp] = s;
-  __syncthreads();
-  if (warp == 0) {
-    const int warps = blockDim.x >> 5;
-    s = lane < warps ? scratch[lane] : Stats{0.0f, 0.0f, 0.0f};
-    s = warp_reduce(s);
-    if (lane == 0) scratch[0] = s;
-  }
-  __syncthreads();
-  const Stats result = scratch[0];
-  __syncthreads();
-  return result;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
+__device__ __forceinline__ float warp_reduce(float v) {
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(kFullMask, v, offset);
   return v;
 }
 
-// Sum one float per thread in a fixed order; every thread gets the block's sum.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
+// Combine one value per thread (Stats merged, floats summed) in a fixed order; every thread
+// gets the block's result. V{} is the empty value.
+template <typename V>
+__device__ __forceinline__ V block_reduce(V v, V* scratch) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  v = warp_sum(v);
+  v = warp_reduce(v);
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    v = lane < static_cast<int>(blockDim.x >> 5) ? scratch[lane] : 0.0f;
-    v = warp_sum(v);
+    const int warps = blockDim.x >> 5;
+    v = lane < warps ? scratch[lane] : V{};
+    v = warp_reduce(v);
     if (lane == 0) scratch[0] = v;
   }
   __syncthreads();
-  const float result = scratch[0];
+  const V result = scratch[0];
   __syncthreads();
   return result;
 }

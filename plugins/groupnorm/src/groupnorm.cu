@@ -57,6 +57,20 @@ cudaError_t allow_smem(int64_t bytes) {
   return result[device];
 }
 
+// The plan's grid, block and shared memory on stream, with one launch attribute (which must
+// outlive the launch).
+cudaLaunchConfig_t launch_config(const gn_plan& plan, cudaStream_t stream,
+                                 cudaLaunchAttribute* attribute) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>(plan.blocks));
+  config.blockDim = dim3(static_cast<unsigned>(plan.threads));
+  config.dynamicSmemBytes = static_cast<size_t>(plan.smem_bytes);
+  config.stream = stream;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  return config;
+}
+
 template <typename T, int VEC>
 gn_status launch_cluster(const gn_plan& plan, const T* x, const float* gamma, const float* beta,
                          T* y, const Geometry& geo, float eps, bool act, cudaStream_t stream) {
@@ -68,13 +82,7 @@ gn_status launch_cluster(const gn_plan& plan, const T* x, const float* gamma, co
   attribute.val.clusterDim.x = static_cast<unsigned>(plan.chunks);
   attribute.val.clusterDim.y = 1;
   attribute.val.clusterDim.z = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(plan.blocks));
-  config.blockDim = dim3(static_cast<unsigned>(plan.threads));
-  config.dynamicSmemBytes = static_cast<size_t>(plan.smem_bytes);
-  config.stream = stream;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
+  const cudaLaunchConfig_t config = launch_config(plan, stream, &attribute);
   return cuda_status(
       cudaLaunchKernelEx(&config, gn::cluster_kernel<T, VEC>, x, gamma, beta, y, geo, eps, act));
 }
@@ -147,13 +155,7 @@ cudaError_t launch_tiled(const gn_params& p, const gn_plan& plan, const T* x, co
   cudaLaunchAttribute attribute{};
   attribute.id = cudaLaunchAttributeCooperative;
   attribute.val.cooperative = plan.chunks > 1 ? 1 : 0;
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(plan.blocks));
-  config.blockDim = dim3(static_cast<unsigned>(plan.threads));
-  config.dynamicSmemBytes = static_cast<size_t>(plan.smem_bytes);
-  config.stream = stream;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
+  const cudaLaunchConfig_t config = launch_config(plan, stream, &attribute);
   return cudaLaunchKernelEx(&config, kernel, x, gamma, beta, y, a, counters, final_stats,
                             partials);
 }

@@ -114,7 +114,7 @@ struct TiledKernel {
 #pragma unroll
       for (int k = 0; k < VEC; ++k) sum += f[k] - shift;
     }
-    sum = block_sum(sum, sh.red);
+    sum = block_reduce(sum, sh.red);
     const float mean = shift + sum / static_cast<float>(count);
     float m2 = 0.0f;
     for (int64_t v = threadIdx.x; v < vectors; v += kTiledThreads) {
@@ -123,7 +123,7 @@ struct TiledKernel {
 #pragma unroll
       for (int k = 0; k < VEC; ++k) m2 += (f[k] - mean) * (f[k] - mean);
     }
-    m2 = block_sum(m2, sh.red);
+    m2 = block_reduce(m2, sh.red);
     return Stats{mean, m2, static_cast<float>(count)};
   }
 

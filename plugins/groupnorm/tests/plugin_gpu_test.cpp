@@ -237,16 +237,11 @@ void run_case(IPluginCreatorV3One* creator, const Case& tc) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::printf("usage: %s libgn_trt_plugin.so\n", argv[0]);
-    return 2;
-  }
   Logger logger;
   plugin_test::Finder finder(&logger);
   int32_t count = 0;
-  IPluginCreatorInterface* const* creators = plugin_test::load_creators(argv[1], &finder, &count);
-  if (creators == nullptr || count < 1) return 2;
-  auto* creator = static_cast<IPluginCreatorV3One*>(creators[0]);
+  IPluginCreatorV3One* creator = plugin_test::first_creator(argc, argv, &finder, &count);
+  if (creator == nullptr) return 2;
   const Case cases[] = {
       {"fp32 LINEAR", DataType::kFLOAT, TensorFormat::kLINEAR, {4, 64, 24, 24}, {2, 64, 24, 24}, 8, false},
       {"fp16 LINEAR", DataType::kHALF, TensorFormat::kLINEAR, {4, 320, 32, 32}, {1, 320, 32, 32}, 32, false},

@@ -78,17 +78,12 @@ T read(PluginFieldCollection const* fc, const char* name) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::printf("usage: %s libgn_trt_plugin.so\n", argv[0]);
-    return 2;
-  }
   CapturingLogger logger;
   plugin_test::Finder finder(&logger);
   int32_t count = 0;
-  IPluginCreatorInterface* const* creators = plugin_test::load_creators(argv[1], &finder, &count);
-  if (creators == nullptr) return 2;
+  IPluginCreatorV3One* creator = plugin_test::first_creator(argc, argv, &finder, &count);
+  if (creator == nullptr) return 2;
   check(count == 1, "one creator");
-  auto* creator = static_cast<IPluginCreatorV3One*>(creators[0]);
   check(std::string(creator->getInterfaceInfo().kind) == "PLUGIN CREATOR_V3ONE", "creator is V3One");
   check(std::string(creator->getPluginName()) == "FusedGroupNorm" &&
             std::string(creator->getPluginVersion()) == "1" &&

@@ -58,6 +58,19 @@ inline nvinfer1::IPluginCreatorInterface* const* load_creators(const char* path,
   return get_creators(*count);
 }
 
+// The first creator of the library the program's one argument names (usage printed when it is
+// missing), count set to how many there are; nullptr when there is none to be had.
+inline nvinfer1::IPluginCreatorV3One* first_creator(int argc, char** argv, Finder* finder,
+                                                    int32_t* count) {
+  if (argc != 2) {
+    std::printf("usage: %s libgn_trt_plugin.so\n", argv[0]);
+    return nullptr;
+  }
+  nvinfer1::IPluginCreatorInterface* const* creators = load_creators(argv[1], finder, count);
+  if (creators == nullptr || *count < 1) return nullptr;
+  return static_cast<nvinfer1::IPluginCreatorV3One*>(creators[0]);
+}
+
 }  // namespace plugin_test
 
 #endif  // GN_DEPLOY_PLUGIN_TEST_SUPPORT_H
