@@ -25,6 +25,11 @@ PLUGIN_NAMESPACE = "gn_deploy"
 PLUGIN_VERSION = "1"
 
 
+def is_plugin_node(node: Any) -> bool:
+    """Whether an ONNX node (protobuf or onnx-ir) is a FusedGroupNorm."""
+    return bool(node.domain == DOMAIN and node.op_type == OP_TYPE)
+
+
 def fused_group_norm(
     x: np.ndarray,
     gamma: np.ndarray,
@@ -91,9 +96,7 @@ def check_nodes(proto: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
     """Refuse, naming it, the first FusedGroupNorm node of ``path`` that the plugin's creator
     would refuse (its channel count taken from gamma where gamma is an initializer)."""
     lengths = {t.name: int(np.prod(t.dims)) for t in proto.graph.initializer}
-    for node in proto.graph.node:
-        if node.domain != DOMAIN or node.op_type != OP_TYPE:
-            continue
+    for node in filter(is_plugin_node, proto.graph.node):
         channels = lengths.get(node.input[1]) if len(node.input) > 1 else None
         error = node_error(node, channels)
         if error:

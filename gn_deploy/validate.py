@@ -228,7 +228,7 @@ def validate(
                 "runs only on a GPU it was built for; compare it on such a machine)"
             )
         runner = EngineRunner(path, plugin)
-        runs.append((f"{runner.runtime}:{Path(path).name}", runner.run(feeds)))
+        runs.append((f"{runner.runtime.name}:{Path(path).name}", runner.run(feeds)))
     (ref_name, ref_outs), rest = runs[0], runs[1:]
     report = ValidationReport(reference=ref_name)
     for name, outs in rest:

@@ -224,18 +224,14 @@ def _channels_last_copy(source: Path, folder: Path) -> Path:
     return copy
 
 
-def _is_plugin(node: onnx.NodeProto) -> bool:
-    return node.domain == plugin_op.DOMAIN and node.op_type == plugin_op.OP_TYPE
-
-
 def _unmarked(node: onnx.NodeProto) -> bool:
     """A FusedGroupNorm node that leaves channels_last to the builder."""
-    return _is_plugin(node) and all(a.name != "channels_last" for a in node.attribute)
+    return plugin_op.is_plugin_node(node) and all(a.name != "channels_last" for a in node.attribute)
 
 
 def _plugin_nodes(proto: Any) -> list[str]:
     """Names of the FusedGroupNorm nodes of the model's graph."""
-    return [n.name for n in proto.graph.node if _is_plugin(n)]
+    return [n.name for n in proto.graph.node if plugin_op.is_plugin_node(n)]
 
 
 def _plugin_layers(trt: Any, network: Any) -> int:

@@ -43,7 +43,7 @@ def build_plugin(tensorrt_include: str | os.PathLike[str] | None, cuda_archs: st
     if include is not None and not (include / "NvInferRuntime.h").is_file():
         raise UsageError(f"--tensorrt-include {include}: no NvInferRuntime.h there")
     archs = [a.strip() for a in cuda_archs.split(",")] if cuda_archs is not None else []
-    if cuda_archs is not None and not all(re.fullmatch(r"\d+[af]?", a) for a in archs):
+    if not all(re.fullmatch(r"\d+[af]?", a) for a in archs):
         raise UsageError(f"--cuda-arch {cuda_archs!r}: expected numbers like 86,89,90 (or 90a)")
     cmake = _tool("cmake", "pip install cmake, or install it with your system's packages")
     nvcc = _tool("nvcc", "install the CUDA toolkit (nvcc) and put it on PATH")

@@ -114,7 +114,7 @@ def _fp32_inputs(model: ir.Model) -> set[ir.Value]:
     """Initializers that stay float32: GN gamma/beta and float-only schema inputs."""
     keep: set[ir.Value] = set()
     for node in model.graph:
-        if node.op_type == plugin_op.OP_TYPE and node.domain == plugin_op.DOMAIN:
+        if plugin_op.is_plugin_node(node):
             keep.update(v for v in node.inputs[1:3] if v is not None)
         for index in _float_only_inputs(model, node):
             if index < len(node.inputs) and node.inputs[index] is not None:

@@ -146,8 +146,8 @@ def _why_not(tried: list[Runtime]) -> str:
         "another GPU or runtime version, or it is not an engine ("
         + (f"this GPU: compute capability {gpu}" if gpu else "no GPU here")
     )
-    if any(rt.ahead_of_time for rt in tried):
-        rtx = next(rt for rt in tried if rt.ahead_of_time)
+    rtx = next((rt for rt in tried if rt.ahead_of_time), None)
+    if rtx is not None:
         text += f"; TensorRT-RTX {rtx.version} runs engines on {rtx_capabilities(rtx)}"
     return text + ")"
 
@@ -161,17 +161,17 @@ class EngineRunner:
         self.path = Path(engine)
         if not self.path.is_file():
             raise GnDeployError(f"{self.path}: no such engine file")
-        self.runtime, self.trt, self.engine = self._deserialize(plugin)
+        self.runtime, self.engine = self._deserialize(plugin)
+        self.trt = self.runtime.trt
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         mode = self.trt.TensorIOMode.INPUT
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == mode]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) != mode]
 
-    def _deserialize(self, plugin: str | os.PathLike[str] | None) -> tuple[str, Any, Any]:
+    def _deserialize(self, plugin: str | os.PathLike[str] | None) -> tuple[Runtime, Any]:
         """The engine, by the first installed runtime that reads it (TensorRT, TensorRT-RTX),
-        with the plugin library loaded where one is given or found; with that runtime's name
-        and module."""
+        with the plugin library loaded where one is given or found; and that runtime."""
         data = self.path.read_bytes()
         tried: list[Runtime] = []
         for name in ("tensorrt", "tensorrt-rtx"):
@@ -192,7 +192,7 @@ class EngineRunner:
             engine = runtime.deserialize_cuda_engine(data)
             if engine is not None:
                 self._runtime = runtime  # the engine lives as long as its runtime
-                return name, trt, engine
+                return rt, engine
             tried.append(rt)
         if not tried:
             raise GnDeployError(f"{self.path}: neither TensorRT nor TensorRT-RTX is installed")
