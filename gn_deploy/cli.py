@@ -20,13 +20,13 @@ examples:
   gn-deploy export --model gn_deploy.models:demo_unet --input x:1x4x32x32 \\
       --dynamic x:0=batch -o demo.onnx
   gn-deploy fuse demo.onnx -o demo.fused.onnx --target onnx --report fuse.json
-  gn-deploy fuse demo.onnx -o demo.trt.onnx --target trt-plugin
+  gn-deploy fuse demo.onnx -o demo.op.onnx --target fused-op   # TensorRT plugin, ONNX Runtime
   gn-deploy inspect demo.onnx
   gn-deploy validate --model gn_deploy.models:demo_unet demo.onnx demo.fused.onnx \\
       --input x:1x4x32x32
   gn-deploy build demo.fused.onnx -o demo.engine --runtime tensorrt-rtx \\
       --compute-capability 8.6,12.0 --shapes x:1x4x32x32,2x4x32x32,4x4x32x32  # no GPU needed
-  gn-deploy build demo.trt.onnx -o demo.engine --shapes x:1x4x32x32,2x4x64x64,4x4x64x64 \\
+  gn-deploy build demo.op.onnx -o demo.engine --shapes x:1x4x32x32,2x4x64x64,4x4x64x64 \\
       --precision fp16                                         # TensorRT and a GPU
   gn-deploy bench fuse
   gn-deploy bench kernels -o docs/benchmarks/kernels.md      # needs a CUDA GPU
@@ -204,10 +204,11 @@ def _add_fuse_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--target",
         default="onnx",
-        choices=["onnx", "trt-plugin"],
-        help="onnx: standard GroupNormalization-21 (opset raised to 21 if needed); "
-        "trt-plugin: gn_deploy's FusedGroupNorm with SiLU folded in "
-        "(default: onnx)",
+        choices=["onnx", "fused-op", "trt-plugin"],
+        help="onnx: standard GroupNormalization-21 (opset raised to 21 if needed), for "
+        "TensorRT's own GroupNorm layer; fused-op: gn-deploy's FusedGroupNorm with SiLU folded "
+        "in, run by gn-deploy's TensorRT plugin and by ONNX Runtime with gn-deploy's op library "
+        "(the fastest on both); trt-plugin: the earlier name of fused-op (default: onnx)",
     )
     p.add_argument(
         "--no-verify",
@@ -291,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--channels-last",
         action="store_true",
-        help="trt-plugin: set channels_last=1 on every FusedGroupNorm, so that the plugin "
+        help="fused-op: set channels_last=1 on every FusedGroupNorm, so that the plugin "
         "accepts only channels-last formats for 4-D tensors: for builders that cannot time "
         "formats and take the first one offered (TensorRT-RTX ahead of time, e.g. through "
         "your own code; `gn-deploy build` sets it for TensorRT-RTX itself)",
@@ -319,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         "onnx",
         nargs="*",
         metavar="MODEL.onnx",
-        help="ONNX files (ONNX Runtime; the reference evaluator for plugin ops)",
+        help="ONNX files (run by ONNX Runtime; FusedGroupNorm through gn-deploy's op library)",
     )
     p.add_argument("--model", metavar="MODULE:FACTORY", help="torch model, used as reference")
     p.add_argument(
@@ -362,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  gn-deploy build demo.fused.onnx -o demo.engine --runtime tensorrt-rtx \\\n"
         "      --compute-capability 8.6,12.0 --shapes x:1x4x32x32,2x4x32x32,4x4x32x32\n"
-        "  gn-deploy build demo.trt.onnx -o demo.engine --precision fp16 --report build.json",
+        "  gn-deploy build demo.op.onnx -o demo.engine --precision fp16 --report build.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL.onnx")

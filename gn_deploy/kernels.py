@@ -34,6 +34,7 @@ class Status(enum.IntEnum):
     CUDA = 10
     INVALID_FIELD = 11
     INVALID_PATH = 12
+    HOST = 13
 
 
 class DType(enum.IntEnum):

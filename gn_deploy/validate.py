@@ -1,4 +1,4 @@
-"""Parity: run the same inputs through torch, ONNX Runtime and ONNX's reference evaluator."""
+"""Parity: run the same inputs through torch, ONNX Runtime and TensorRT."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from gn_deploy.errors import GnDeployError, UsageError
 from gn_deploy.modelio import load_proto
 from gn_deploy.reference import relative_l2, tolerance_for
 from gn_deploy.specs import InputSpec
+from gn_deploy.validity import first_line
 
 
 @dataclass
@@ -158,28 +159,21 @@ def _specs_from_onnx(path: str | os.PathLike[str]) -> list[InputSpec]:
 def run_onnx(
     path: str | os.PathLike[str], feeds: dict[str, np.ndarray]
 ) -> tuple[str, list[np.ndarray]]:
-    """Run on ONNX Runtime, or on ONNX's reference evaluator when the model uses the plugin op."""
+    """Run on ONNX Runtime (FusedGroupNorm ops through gn-deploy's op library)."""
+    from gn_deploy.backends.ort import run_model
     from gn_deploy.modelio import load_model
 
     load_model(path)  # clear errors for missing / corrupt files
     model = onnx.load(path, load_external_data=False)
     names = [i.name for i in model.graph.input]
     own = {k: v for k, v in feeds.items() if k in names}
-    if any(o.domain == plugin_op.DOMAIN for o in model.opset_import):
-        from onnx.reference import ReferenceEvaluator
-
-        plugin_op.check_nodes(model, path)
-        evaluator = ReferenceEvaluator(os.fspath(path), new_ops=[plugin_op.FusedGroupNorm])
-        try:
-            return "onnx-reference", [np.asarray(o) for o in evaluator.run(None, own)]
-        except Exception as exc:  # the evaluator raises whatever its ops raise
-            raise GnDeployError(f"{path}: ONNX's reference evaluator failed: {exc}") from exc
-    from gn_deploy.backends.ort import run_model
-
+    plugin_op.check_nodes(model, path)
     try:
         return "onnxruntime", run_model(path, own)
+    except GnDeployError:
+        raise
     except Exception as exc:  # ORT raises its own exception types
-        raise GnDeployError(f"{path}: ONNX Runtime failed: {exc}") from exc
+        raise GnDeployError(f"{path}: ONNX Runtime failed: {first_line(exc)}") from exc
 
 
 def run_torch(model: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -1,22 +1,26 @@
 """The gate every written model passes: ONNX's full check, and a load in ONNX Runtime when all
-of its ops are ONNX Runtime's to run. A model that fails is not written."""
+of its ops are ONNX Runtime's or gn-deploy's FusedGroupNorm (through gn-deploy's op library) to
+run. A model that fails is not written."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import onnx
 
+from gn_deploy import plugin_op
 from gn_deploy.errors import GnDeployError
 from gn_deploy.outputs import proto_data_files
 
-# Domains whose ops ONNX Runtime implements; other domains (our plugin op) are TensorRT's.
-ORT_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+# Domains whose ops ONNX Runtime implements, with gn-deploy's op library for our own.
+ORT_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", plugin_op.DOMAIN}
 # Loading a model in ONNX Runtime reads all of its weights: only below this size.
 ORT_LOAD_MAX_BYTES = 1 << 30
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -31,7 +35,7 @@ def checker_error(path: Path) -> str | None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:  # the checker raises several types (ValidationError, InferenceError)
-        return _first_line(exc)
+        return first_line(exc)
     return None
 
 
@@ -67,11 +71,26 @@ def check_model_file(staged: Path, shown: Path, source: Path | None = None) -> N
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
+    if plugin_op.DOMAIN in domains and not _registered(options):
+        return
     try:
         ort.InferenceSession(str(staged), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types
         if "NOT_IMPLEMENTED" in str(exc):  # an op or type ORT's CPU lacks (bf16): not invalid
             return
         raise GnDeployError(
-            f"{shown}: not written: ONNX Runtime would not load the result ({_first_line(exc)})"
+            f"{shown}: not written: ONNX Runtime would not load the result ({first_line(exc)})"
         ) from exc
+
+
+def _registered(options: Any) -> bool:
+    """Register gn-deploy's op library; where it cannot be built (no compiler), say that the
+    check stops at ONNX's checker and return False."""
+    from gn_deploy import ort_library
+
+    try:
+        ort_library.register(options)
+    except GnDeployError as exc:
+        print(f"note: {exc}; checked with ONNX's checker only", file=sys.stderr)
+        return False
+    return True

@@ -9,7 +9,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from gn_deploy.fusion import find_sites, fuse_model, inspect_model
-from gn_deploy.fusion.emitters import OnnxEmitter, TrtPluginEmitter
+from gn_deploy.fusion.emitters import FusedOpEmitter, OnnxEmitter
 from gn_deploy.fusion.verify import verify_sites
 from gn_deploy.modelio import load_model
 from tests.conftest import Exporter
@@ -17,7 +17,7 @@ from tests.conftest import Exporter
 
 def test_verifier_catches_a_wrong_gamma(exported: Exporter) -> None:
     model = load_model(exported("torchscript", 17), infer_shapes=True)
-    for emitter in (OnnxEmitter(), TrtPluginEmitter()):
+    for emitter in (OnnxEmitter(), FusedOpEmitter()):
         sites, _ = find_sites(model, emitter)
         assert all(p.ok for p in verify_sites(sites, model, emitter))
         sites[0].gamma = sites[0].gamma_or_ones()[::-1].copy()

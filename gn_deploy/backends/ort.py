@@ -1,4 +1,7 @@
-"""ONNX Runtime: run a model (file or proto) on CPU, or on CUDA where onnxruntime-gpu has it."""
+"""ONNX Runtime: run a model (file or proto) on CPU, or on CUDA where onnxruntime-gpu has it.
+
+A model with gn_deploy.FusedGroupNorm ops runs with gn-deploy's custom-op library registered
+(`gn_deploy/ort_library.py`, CPU execution provider)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,9 @@ import os
 import numpy as np
 import onnx
 
+from gn_deploy import plugin_op
+from gn_deploy.errors import GnDeployError
+
 
 def providers() -> list[str]:
     import onnxruntime as ort
@@ -14,6 +20,13 @@ def providers() -> list[str]:
     available = ort.get_available_providers()
     wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return [p for p in wanted if p in available]
+
+
+def uses_fused_op(model: onnx.ModelProto | str | os.PathLike[str]) -> bool:
+    """Whether the model imports gn_deploy's op domain (its FusedGroupNorm ops)."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(model, load_external_data=False)
+    return any(o.domain == plugin_op.DOMAIN for o in model.opset_import)
 
 
 def session(model: onnx.ModelProto | str | os.PathLike[str], threads: int = 0):
@@ -29,6 +42,10 @@ def session(model: onnx.ModelProto | str | os.PathLike[str], threads: int = 0):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # Models run once: optimizing their graph would cost more than it saves.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if uses_fused_op(model):
+        from gn_deploy import ort_library
+
+        ort_library.register(options)
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else os.fspath(model)
     return ort.InferenceSession(source, options, providers=providers())
 
@@ -47,7 +64,10 @@ def run_small_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> lis
     """
     try:
         return run_model(model, feeds, threads=1)
+    except GnDeployError:  # gn-deploy's op library could not be built: say so, no fallback
+        raise
     except Exception:  # ONNX Runtime's errors have many types; the fallback decides
         from onnx.reference import ReferenceEvaluator
 
-        return [np.asarray(o) for o in ReferenceEvaluator(model).run(None, feeds)]
+        evaluator = ReferenceEvaluator(model, new_ops=[plugin_op.FusedGroupNorm])
+        return [np.asarray(o) for o in evaluator.run(None, feeds)]

@@ -212,7 +212,7 @@ def fuse_model(
 
     Sites that fail their proof are left as they were and reported; a model without GN is
     written unchanged (``strict``: refused). ``report_path`` also receives the report as JSON.
-    ``channels_last`` (trt-plugin) sets that attribute of every FusedGroupNorm written.
+    ``channels_last`` (fused-op) sets that attribute of every FusedGroupNorm written.
     An input that fails ONNX's full check is said to in a note (torch writes bf16
     InstanceNormalization, which ONNX does not allow; fusing removes it).
     The output must pass ONNX's full check (and load in ONNX Runtime where it can run it);
@@ -227,7 +227,7 @@ def fuse_model(
         try:
             model = load_model(path, infer_shapes=True, min_opset=emitter.required_opset)
         except OpsetUpgradeError as exc:
-            raise GnDeployError(f"{exc}; --target trt-plugin keeps the model's opset") from exc
+            raise GnDeployError(f"{exc}; --target fused-op keeps the model's opset") from exc
         reads = model_files(model, src)
         guard(writes, inputs_of(src, reads[1:]))
         invalid = input_error(src)

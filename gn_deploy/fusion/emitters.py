@@ -79,7 +79,16 @@ def _initializer(name: str, array: np.ndarray) -> ir.Value:
     )
 
 
-class OnnxEmitter:
+class _RunsOnOrt:
+    """Emitted ops run on ONNX Runtime (FusedGroupNorm through gn-deploy's op library)."""
+
+    def run(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        from gn_deploy.backends.ort import run_small_model
+
+        return run_small_model(model, feeds)
+
+
+class OnnxEmitter(_RunsOnOrt):
     """Standard ONNX GroupNormalization-21 (per-channel scale and bias); SiLU stays separate."""
 
     name = "onnx"
@@ -117,16 +126,12 @@ class OnnxEmitter:
 
         return Emitted(_in_channels_first(site, x, prefix, make), [gamma, beta])
 
-    def run(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        from gn_deploy.backends.ort import run_small_model
 
-        return run_small_model(model, feeds)
+class FusedOpEmitter(_RunsOnOrt):
+    """gn-deploy's own op `gn_deploy.FusedGroupNorm` with fp32 gamma/beta and SiLU folded: the
+    TensorRT plugin runs it, and so does ONNX Runtime with gn-deploy's op library."""
 
-
-class TrtPluginEmitter:
-    """gn-deploy's TensorRT plugin op `FusedGroupNorm` with fp32 gamma/beta and SiLU folded."""
-
-    name = "trt-plugin"
+    name = "fused-op"
     required_opset: int | None = None
     folds_activation = True
     opset_imports: ClassVar[dict[str, int]] = {plugin_op.DOMAIN: plugin_op.DOMAIN_VERSION}
@@ -170,25 +175,22 @@ class TrtPluginEmitter:
 
         return Emitted(_in_channels_first(site, x, prefix, make), [gamma, beta])
 
-    def run(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        from onnx.reference import ReferenceEvaluator
 
-        evaluator = ReferenceEvaluator(model, new_ops=[plugin_op.FusedGroupNorm])
-        return [np.asarray(o) for o in evaluator.run(None, feeds)]
+Emitter = OnnxEmitter | FusedOpEmitter
 
-
-Emitter = OnnxEmitter | TrtPluginEmitter
-
-TARGETS = (OnnxEmitter.name, TrtPluginEmitter.name)
+TARGETS = (OnnxEmitter.name, FusedOpEmitter.name)
+# Earlier name of the fused-op target, still accepted.
+ALIASES = {"trt-plugin": FusedOpEmitter.name}
 
 
 def get_emitter(target: str, channels_last: bool = False) -> Emitter:
+    target = ALIASES.get(target, target)
     if target not in TARGETS:
         raise UsageError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
-    if target == TrtPluginEmitter.name:
-        return TrtPluginEmitter(channels_last)
+    if target == FusedOpEmitter.name:
+        return FusedOpEmitter(channels_last)
     if channels_last:
         raise UsageError(
-            "--channels-last sets an attribute of the plugin op: use --target trt-plugin"
+            "--channels-last sets an attribute of gn-deploy's op: use --target fused-op"
         )
     return OnnxEmitter()

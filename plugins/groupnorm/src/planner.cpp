@@ -331,6 +331,7 @@ extern "C" const char* gn_status_string(gn_status status) {
     case GN_ERROR_CUDA: return "a CUDA runtime call failed";
     case GN_ERROR_INVALID_FIELD: return "a plugin field has the wrong type or length";
     case GN_ERROR_INVALID_PATH: return "the requested launch path cannot serve these params here";
+    case GN_ERROR_HOST: return "host memory ran out or the caller's parallel-for failed";
   }
   return "unknown status";
 }

@@ -34,7 +34,8 @@ typedef enum gn_status {
   GN_ERROR_INVALID_DEVICE = 9,    /* device description unusable (zero SMs, ...) */
   GN_ERROR_CUDA = 10,             /* a CUDA runtime call failed; see cudaGetLastError */
   GN_ERROR_INVALID_FIELD = 11,    /* a plugin field has the wrong type or length */
-  GN_ERROR_INVALID_PATH = 12      /* a forced launch path cannot serve these params here */
+  GN_ERROR_INVALID_PATH = 12,     /* a forced launch path cannot serve these params here */
+  GN_ERROR_HOST = 13              /* CPU kernels: host memory ran out or the parallel-for failed */
 } gn_status;
 
 typedef enum gn_dtype { GN_FLOAT32 = 0, GN_FLOAT16 = 1, GN_BFLOAT16 = 2 } gn_dtype;

@@ -1,0 +1,276 @@
+// gn_cpu_forward: the fixed decomposition of a tensor into units and chunks, the merge of chunk
+// statistics, and the choice of instruction set. The primitives are in isa_kernels.cpp.
+//
+// A unit is a group (NCHW: its C/G * spatial values are contiguous) or a sample (NHWC: every
+// group of it, its C/G channels interleaved with the others at each position). A unit is cut
+// into chunks of about kChunkElements; each chunk's statistics are two passes over it while it
+// sits in L1 (the mean of x - shift, then the squared deviations from that mean: no
+// E[x^2] - E[x]^2), merged with Chan's formula in double in chunk order. The chunks depend on the
+// shape alone and every element is normalised by the same code wherever its chunk runs, so
+// neither the thread count nor the order the tasks run in changes a bit of the result.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <thread>
+#include <vector>
+
+#include "cpu_ops.h"
+#include "groupnorm/groupnorm_cpu.h"
+
+namespace gn_cpu {
+namespace {
+
+constexpr int64_t kChunkElements = 4096;
+
+struct Moments {
+  double count = 0.0;
+  double mean = 0.0;
+  double m2 = 0.0;
+};
+
+Moments merge(const Moments& a, const Moments& b) {
+  const double count = a.count + b.count;
+  if (count == 0.0) return a;
+  const double delta = b.mean - a.mean;
+  return Moments{count, a.mean + delta * (b.count / count),
+                 a.m2 + b.m2 + delta * delta * (a.count * b.count / count)};
+}
+
+class Forward {
+ public:
+  Forward(const gn_params& p, const Ops& ops, const void* x, const float* gamma, const float* beta,
+          void* y)
+      : p_(p), ops_(ops), x_(static_cast<const char*>(x)), y_(static_cast<char*>(y)),
+        gamma_(gamma), beta_(beta), esize_(p.dtype == GN_FLOAT32 ? 4 : 2),
+        per_group_(p.c / p.groups), nhwc_(p.layout == GN_NHWC) {
+    // NCHW chunks are runs of a group's values; NHWC chunks are runs of whole positions.
+    const int64_t group_elems = per_group_ * p.spatial;
+    units_ = nhwc_ ? p.n : p.n * p.groups;
+    unit_groups_ = nhwc_ ? p.groups : 1;
+    chunk_ = nhwc_ ? std::max<int64_t>(1, kChunkElements / p.c) : kChunkElements;
+    const int64_t unit_length = nhwc_ ? p.spatial : group_elems;
+    chunks_ = (unit_length + chunk_ - 1) / chunk_;
+    unit_length_ = unit_length;
+    moments_.resize(static_cast<size_t>(units_ * chunks_ * unit_groups_));
+    scale_.resize(static_cast<size_t>(p.n * p.c));
+    shift_.resize(static_cast<size_t>(p.n * p.c));
+  }
+
+  int64_t units() const { return units_; }
+  int64_t tasks() const { return units_ * chunks_; }
+
+  // The statistics of one chunk (task = unit * chunks + chunk) into moments_.
+  void stats(int64_t task) {
+    const int64_t unit = task / chunks_, k = task % chunks_;
+    if (nhwc_) {
+      stats_rows(unit, k);
+    } else {
+      stats_span(unit, k);
+    }
+  }
+
+  // Merge a unit's chunks group by group; the per-channel scale and shift that normalise it.
+  void finish(int64_t unit) {
+    for (int64_t gu = 0; gu < unit_groups_; ++gu) {
+      Moments total;
+      for (int64_t k = 0; k < chunks_; ++k) total = merge(total, moment(unit, k, gu));
+      const double rstd = 1.0 / std::sqrt(total.m2 / total.count + static_cast<double>(p_.epsilon));
+      const int64_t n = nhwc_ ? unit : unit / p_.groups;
+      const int64_t g = nhwc_ ? gu : unit % p_.groups;
+      for (int64_t c = g * per_group_; c < (g + 1) * per_group_; ++c) {
+        const double a = rstd * gamma_[c];
+        scale_[static_cast<size_t>(n * p_.c + c)] = static_cast<float>(a);
+        shift_[static_cast<size_t>(n * p_.c + c)] = static_cast<float>(beta_[c] - total.mean * a);
+      }
+    }
+  }
+
+  // y for one chunk, once its unit is finished.
+  void normalize(int64_t task) {
+    const int64_t unit = task / chunks_, k = task % chunks_;
+    const int64_t begin = k * chunk_, end = std::min(unit_length_, begin + chunk_);
+    if (nhwc_) {
+      const int64_t at = (unit * p_.spatial + begin) * p_.c;
+      ops_.rows_affine(x_ + at * esize_, y_ + at * esize_, end - begin, p_.c,
+                       scale_.data() + unit * p_.c, shift_.data() + unit * p_.c, p_.activation);
+      return;
+    }
+    // A run of a group's values crosses channels every spatial values.
+    const int64_t first_channel = (unit % p_.groups) * per_group_;
+    const int64_t row = (unit / p_.groups) * p_.c;
+    for (int64_t i = begin; i < end;) {
+      const int64_t local = i / p_.spatial;
+      const int64_t stop = std::min(end, (local + 1) * p_.spatial);
+      const int64_t at = unit * unit_length_ + i;
+      const size_t coef = static_cast<size_t>(row + first_channel + local);
+      ops_.affine(x_ + at * esize_, y_ + at * esize_, stop - i, scale_[coef], shift_[coef],
+                  p_.activation);
+      i = stop;
+    }
+  }
+
+  // A whole unit in one task: its chunks stay in cache between statistics and normalisation.
+  void unit(int64_t u) {
+    for (int64_t k = 0; k < chunks_; ++k) stats(u * chunks_ + k);
+    finish(u);
+    for (int64_t k = 0; k < chunks_; ++k) normalize(u * chunks_ + k);
+  }
+
+  std::atomic<bool> failed{false};
+
+ private:
+  Moments& moment(int64_t unit, int64_t k, int64_t gu) {
+    return moments_[static_cast<size_t>((unit * chunks_ + k) * unit_groups_ + gu)];
+  }
+
+  void stats_span(int64_t unit, int64_t k) {
+    const int64_t begin = k * chunk_, length = std::min(unit_length_, begin + chunk_) - begin;
+    const char* group = x_ + unit * unit_length_ * esize_;
+    float first;
+    ops_.to_float(group, 1, &first);  // every chunk of the group is shifted by its first value
+    const char* x = group + begin * esize_;
+    const double mean = first + static_cast<double>(ops_.sum(x, length, first)) / length;
+    const float m2 = ops_.m2(x, length, static_cast<float>(mean));
+    moment(unit, k, 0) = Moments{static_cast<double>(length), mean, m2};
+  }
+
+  void stats_rows(int64_t unit, int64_t k) {
+    const int64_t begin = k * chunk_, rows = std::min(unit_length_, begin + chunk_) - begin;
+    const int64_t c = p_.c;
+    thread_local std::vector<float> scratch;
+    scratch.resize(static_cast<size_t>(3 * c));
+    float* first = scratch.data();
+    float* acc = first + c;
+    float* mean = acc + c;
+    const char* sample = x_ + unit * p_.spatial * c * esize_;
+    ops_.to_float(sample, c, first);  // each channel shifted by its value at the first position
+    const char* x = sample + begin * c * esize_;
+    ops_.rows_sum(x, rows, c, first, acc);
+    thread_local std::vector<double> group_mean;
+    group_mean.resize(static_cast<size_t>(p_.groups));
+    for (int64_t g = 0; g < p_.groups; ++g) {
+      double total = 0.0;
+      for (int64_t j = g * per_group_; j < (g + 1) * per_group_; ++j) {
+        total += first[j] + static_cast<double>(acc[j]) / rows;
+      }
+      group_mean[static_cast<size_t>(g)] = total / per_group_;
+      std::fill(mean + g * per_group_, mean + (g + 1) * per_group_,
+                static_cast<float>(group_mean[static_cast<size_t>(g)]));
+    }
+    ops_.rows_m2(x, rows, c, mean, acc);
+    for (int64_t g = 0; g < p_.groups; ++g) {
+      double m2 = 0.0;
+      for (int64_t j = g * per_group_; j < (g + 1) * per_group_; ++j) m2 += acc[j];
+      moment(unit, k, g) = Moments{static_cast<double>(rows * per_group_),
+                                   group_mean[static_cast<size_t>(g)], m2};
+    }
+  }
+
+  gn_params p_;
+  const Ops& ops_;
+  const char* x_;
+  char* y_;
+  const float* gamma_;
+  const float* beta_;
+  int64_t esize_, per_group_;
+  bool nhwc_;
+  int64_t units_ = 0, unit_groups_ = 0, chunk_ = 0, chunks_ = 0, unit_length_ = 0;
+  std::vector<Moments> moments_;
+  std::vector<float> scale_, shift_;
+};
+
+template <void (Forward::*Method)(int64_t)>
+void run_task(void* data, size_t index) {
+  auto* forward = static_cast<Forward*>(data);
+  try {
+    (forward->*Method)(static_cast<int64_t>(index));
+  } catch (...) {  // only std::bad_alloc can come from a task; never let it leave the thread
+    forward->failed = true;
+  }
+}
+
+int32_t run_serially(void*, gn_task_fn task, void* data, size_t count) {
+  for (size_t i = 0; i < count; ++i) task(data, i);
+  return 0;
+}
+
+// Whole units per task when there are enough of them to keep every core busy; otherwise the
+// chunks of all units in two rounds (statistics, then normalisation) around the merge.
+gn_status run(Forward& forward, gn_parallel_for parallel_for, void* runner) {
+  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  bool ok = true;
+  if (parallel_for == run_serially || forward.units() >= 2 * cores) {
+    ok = parallel_for(runner, run_task<&Forward::unit>, &forward, forward.units()) == 0;
+  } else {
+    ok = parallel_for(runner, run_task<&Forward::stats>, &forward, forward.tasks()) == 0;
+    for (int64_t u = 0; ok && u < forward.units(); ++u) forward.finish(u);
+    ok = ok && parallel_for(runner, run_task<&Forward::normalize>, &forward, forward.tasks()) == 0;
+  }
+  return ok && !forward.failed ? GN_SUCCESS : GN_ERROR_HOST;
+}
+
+// The best instruction set of this CPU.
+const char* best_isa() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  const bool f16 = __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  if (f16 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+    return "avx512";
+  }
+  if (f16 && __builtin_cpu_supports("avx2")) return "avx2";
+#endif
+  return "baseline";
+}
+
+// 0 baseline, 1 avx2, 2 avx512; -1 for a name that is none of them.
+int isa_rank(const char* isa) {
+  if (std::strcmp(isa, "avx512") == 0) return 2;
+  if (std::strcmp(isa, "avx2") == 0) return 1;
+  return std::strcmp(isa, "baseline") == 0 ? 0 : -1;
+}
+
+// The primitives of a named instruction set, or nullptr where this CPU or build lacks it.
+const Ops* ops_for(const char* isa, int32_t dtype) {
+  const int rank = isa_rank(isa);
+  if (rank < 0 || rank > isa_rank(best_isa())) return nullptr;
+#if defined(__x86_64__)
+  if (rank == 2) return ops_avx512(dtype);
+  if (rank == 1) return ops_avx2(dtype);
+#endif
+  return ops_baseline(dtype);
+}
+
+}  // namespace
+}  // namespace gn_cpu
+
+extern "C" const char* gn_cpu_isa(void) { return gn_cpu::best_isa(); }
+
+extern "C" gn_status gn_cpu_forward_isa(const char* isa, const gn_params* params, const void* x,
+                                        const float* gamma, const float* beta, void* y,
+                                        gn_parallel_for parallel_for, void* runner) {
+  const gn_status status = gn_validate(params);
+  if (status != GN_SUCCESS) return status;
+  if (params->n == 0 || params->spatial == 0) return GN_SUCCESS;
+  if (x == nullptr || y == nullptr || gamma == nullptr || beta == nullptr) {
+    return GN_ERROR_NULL_POINTER;
+  }
+  const gn_cpu::Ops* ops = gn_cpu::ops_for(isa != nullptr ? isa : gn_cpu::best_isa(), params->dtype);
+  if (ops == nullptr) return GN_ERROR_INVALID_PATH;
+  try {
+    gn_cpu::Forward forward(*params, *ops, x, gamma, beta, y);
+    return gn_cpu::run(forward, parallel_for != nullptr ? parallel_for : gn_cpu::run_serially,
+                       runner);
+  } catch (const std::bad_alloc&) {
+    return GN_ERROR_HOST;
+  }
+}
+
+extern "C" gn_status gn_cpu_forward(const gn_params* params, const void* x, const float* gamma,
+                                    const float* beta, void* y, gn_parallel_for parallel_for,
+                                    void* runner) {
+  return gn_cpu_forward_isa(nullptr, params, x, gamma, beta, y, parallel_for, runner);
+}

@@ -1,0 +1,38 @@
+// The CPU kernels' primitives: one chunk of one dtype, for one instruction set. isa_kernels.cpp
+// is compiled once per instruction set (GN_ISA names it); cpu_forward.cpp decides the chunks,
+// merges their statistics and picks the instruction set at run time.
+#ifndef GN_DEPLOY_CPU_OPS_H
+#define GN_DEPLOY_CPU_OPS_H
+
+#include <cstdint>
+
+namespace gn_cpu {
+
+struct Ops {
+  // The sum over n contiguous values of (x - shift).
+  float (*sum)(const void* x, int64_t n, float shift);
+  // The sum over n contiguous values of (x - mean)^2.
+  float (*m2)(const void* x, int64_t n, float mean);
+  // y = act(x * a + b) over n contiguous values (act: gn_activation).
+  void (*affine)(const void* x, void* y, int64_t n, float a, float b, int32_t act);
+  // Channels last, rows of c values: acc[j] = sum over the rows of (x[r, j] - shift[j]).
+  void (*rows_sum)(const void* x, int64_t rows, int64_t c, const float* shift, float* acc);
+  // acc[j] = sum over the rows of (x[r, j] - mean[j])^2.
+  void (*rows_m2)(const void* x, int64_t rows, int64_t c, const float* mean, float* acc);
+  // y[r, j] = act(x[r, j] * a[j] + b[j]).
+  void (*rows_affine)(const void* x, void* y, int64_t rows, int64_t c, const float* a,
+                      const float* b, int32_t act);
+  // out[i] = x[i] as fp32, for n values.
+  void (*to_float)(const void* x, int64_t n, float* out);
+};
+
+// The primitives for a gn_dtype, or nullptr for an unknown one.
+const Ops* ops_baseline(int32_t dtype);
+#if defined(__x86_64__)
+const Ops* ops_avx2(int32_t dtype);
+const Ops* ops_avx512(int32_t dtype);
+#endif
+
+}  // namespace gn_cpu
+
+#endif  // GN_DEPLOY_CPU_OPS_H

@@ -1,0 +1,383 @@
+// The CPU primitives of cpu_ops.h in vectors of the machine's register width (GCC/Clang vector
+// extensions), compiled once per instruction set: -DGN_ISA=avx512 (-mavx512f -mavx512bw
+// -mavx512vl -mavx512dq -mfma -mf16c: 16 lanes), -DGN_ISA=avx2 (-mavx2 -mfma -mf16c: 8 lanes) and
+// -DGN_ISA=baseline (no flags: 4 lanes, SSE2 on x86-64). Vectors wider than the registers would
+// make GCC lower selects lane by lane. fp16 moves through F16C where present.
+// A chunk's tail goes through the same vector code, padded, so that an element's result does not
+// depend on where a chunk starts.
+#include <cstdint>
+#include <cstring>
+
+#include "cpu_ops.h"
+#include "groupnorm/groupnorm.h"
+
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+#ifndef GN_ISA
+#error "compile with -DGN_ISA=avx512|avx2|baseline"
+#endif
+#define GN_CAT2(a, b) a##b
+#define GN_CAT(a, b) GN_CAT2(a, b)
+
+namespace gn_cpu {
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int W = 16;
+#elif defined(__AVX2__)
+constexpr int W = 8;
+#else
+constexpr int W = 4;
+#endif
+typedef float vf __attribute__((vector_size(4 * W)));
+typedef int32_t vi __attribute__((vector_size(4 * W)));
+typedef uint32_t vu __attribute__((vector_size(4 * W)));
+typedef uint16_t vu16 __attribute__((vector_size(2 * W)));
+
+inline vf splat(float v) { return vf{} + v; }
+
+inline float bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline uint32_t float_to_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+// IEEE half to float, exact: the exponent is rebased by one multiplication by 2^112 (subnormal
+// halves land on normal floats), infinities and NaNs get the float's all-ones exponent.
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t rest = h & 0x7fffu;
+  if (rest >= 0x7c00u) return bits_to_float(sign | 0x7f800000u | (rest << 13));
+  return bits_to_float(sign | float_to_bits(bits_to_float(rest << 13) * 0x1p112f));
+}
+
+// Float to IEEE half, rounding to nearest even; overflow gives infinity, NaN stays NaN.
+inline uint16_t float_to_half(float f) {
+  const uint32_t u = float_to_bits(f);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);
+  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds past 65504
+  if (a < 0x38800000u) {
+    // Below the smallest normal half: adding 0.5 leaves the half's subnormal step as the
+    // float's last bit, so the hardware's own rounding is the half's.
+    const uint32_t r = float_to_bits(bits_to_float(a) + 0.5f) - 0x3f000000u;
+    return static_cast<uint16_t>(sign | r);
+  }
+  const uint32_t odd = (a >> 13) & 1u;
+  const uint32_t rebased = a - (112u << 23) + 0xfffu + odd;
+  return static_cast<uint16_t>(sign | (rebased >> 13));
+}
+
+inline float bf16_to_float(uint16_t b) { return bits_to_float(static_cast<uint32_t>(b) << 16); }
+
+inline uint16_t float_to_bf16(float f) {
+  const uint32_t u = float_to_bits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+struct Half {
+  uint16_t bits;
+};
+struct Bf16 {
+  uint16_t bits;
+};
+
+// Scalar and 16-lane conversions of each storage type.
+template <class T>
+struct Io;
+
+template <>
+struct Io<float> {
+  static float get(const float* p) { return *p; }
+  static void put(float* p, float v) { *p = v; }
+  static vf load(const float* p) {
+    vf v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+};
+
+template <>
+struct Io<Half> {
+  static float get(const Half* p) { return half_to_float(p->bits); }
+  static void put(Half* p, float v) { p->bits = float_to_half(v); }
+#if defined(__AVX512F__) && defined(__F16C__)
+  static vf load(const Half* p) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return reinterpret_cast<vf>(_mm512_maskz_cvtph_ps(0xffff, h));  // maskz: GCC 12 warns on the
+                                                                    // unmasked intrinsic's header
+  }
+  static void store(Half* p, vf v) {
+    const __m256i h = _mm512_maskz_cvtps_ph(0xffff, reinterpret_cast<__m512>(v),
+                                            _MM_FROUND_TO_NEAREST_INT);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
+  }
+#elif defined(__F16C__)
+  static vf load(const Half* p) {
+    return reinterpret_cast<vf>(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  }
+  static void store(Half* p, vf v) {
+    const __m128i h = _mm256_cvtps_ph(reinterpret_cast<__m256>(v), _MM_FROUND_TO_NEAREST_INT);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), h);
+  }
+#else
+  static vf load(const Half* p) {
+    float t[W];
+    for (int i = 0; i < W; ++i) t[i] = half_to_float(p[i].bits);
+    vf v;
+    std::memcpy(&v, t, sizeof v);
+    return v;
+  }
+  static void store(Half* p, vf v) {
+    float t[W];
+    std::memcpy(t, &v, sizeof t);
+    for (int i = 0; i < W; ++i) p[i].bits = float_to_half(t[i]);
+  }
+#endif
+};
+
+template <>
+struct Io<Bf16> {
+  static float get(const Bf16* p) { return bf16_to_float(p->bits); }
+  static void put(Bf16* p, float v) { p->bits = float_to_bf16(v); }
+  static vf load(const Bf16* p) {
+    vu16 h;
+    std::memcpy(&h, p, sizeof h);
+    return reinterpret_cast<vf>(__builtin_convertvector(h, vu) << 16);
+  }
+  static void store(Bf16* p, vf v) {
+    const vu u = reinterpret_cast<vu>(v);
+    const vu rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const vu quiet = (u >> 16) | 0x40u;
+    const vu out = (u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded;
+    const vu16 h = __builtin_convertvector(out, vu16);
+    std::memcpy(p, &h, sizeof h);
+  }
+};
+
+// The first k < W values, the other lanes set to fill.
+template <class T>
+vf load_part(const T* p, int64_t k, float fill) {
+  float t[W];
+  for (int i = 0; i < W; ++i) t[i] = i < k ? Io<T>::get(p + i) : fill;
+  vf v;
+  std::memcpy(&v, t, sizeof v);
+  return v;
+}
+
+template <class T>
+void store_part(T* p, int64_t k, vf v) {
+  float t[W];
+  std::memcpy(t, &v, sizeof t);
+  for (int64_t i = 0; i < k; ++i) Io<T>::put(p + i, t[i]);
+}
+
+// Lanes summed in a fixed tree.
+inline float hsum(vf v) {
+  float t[W];
+  std::memcpy(t, &v, sizeof t);
+  for (int s = W / 2; s > 0; s /= 2) {
+    for (int i = 0; i < s; ++i) t[i] += t[i + s];
+  }
+  return t[0];
+}
+
+// e^t for t in [-88, 88]: t = n ln2 + f with |f| <= ln2/2, e^f by its Taylor polynomial to
+// f^6 (relative error below 2e-7), 2^n built in the exponent bits.
+inline vf exp_clamped(vf t) {
+  const vf lo = splat(-88.0f), hi = splat(88.0f);
+  t = t < lo ? lo : t;
+  t = t > hi ? hi : t;
+  const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const vf n = (t * 1.44269504088896341f + magic) - magic;
+  const vf f = (t - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;
+  vf p = splat(1.0f / 720.0f);
+  p = p * f + 1.0f / 120.0f;
+  p = p * f + 1.0f / 24.0f;
+  p = p * f + 1.0f / 6.0f;
+  p = p * f + 0.5f;
+  p = p * f + 1.0f;
+  p = p * f + 1.0f;
+  const vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+  return p * reinterpret_cast<vf>(e);
+}
+
+// 1 / d for d >= 1: the hardware's estimate refined by one Newton step (relative error below
+// 1e-7 after it) where there is one; a division is several times slower.
+inline vf reciprocal(vf d) {
+#if defined(__AVX512F__)
+  const vf r = reinterpret_cast<vf>(_mm512_maskz_rcp14_ps(0xffff, reinterpret_cast<__m512>(d)));
+#elif defined(__AVX2__)
+  const vf r = reinterpret_cast<vf>(_mm256_rcp_ps(reinterpret_cast<__m256>(d)));
+#else
+  return 1.0f / d;
+#endif
+#if defined(__AVX2__) || defined(__AVX512F__)
+  return r * (2.0f - d * r);
+#endif
+}
+
+template <bool kSilu>
+inline vf activate(vf v) {
+  if constexpr (kSilu) {
+    return v * reciprocal(1.0f + exp_clamped(-v));
+  } else {
+    return v;
+  }
+}
+
+template <class T>
+float sum(const void* xv, int64_t n, float shift) {
+  const T* x = static_cast<const T*>(xv);
+  const vf s = splat(shift);
+  vf a0 = vf{}, a1 = vf{};
+  int64_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    a0 += Io<T>::load(x + i) - s;
+    a1 += Io<T>::load(x + i + W) - s;
+  }
+  for (; i + W <= n; i += W) a0 += Io<T>::load(x + i) - s;
+  if (i < n) a1 += load_part(x + i, n - i, shift) - s;
+  return hsum(a0 + a1);
+}
+
+template <class T>
+float m2(const void* xv, int64_t n, float mean) {
+  const T* x = static_cast<const T*>(xv);
+  const vf m = splat(mean);
+  vf a0 = vf{}, a1 = vf{};
+  int64_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    const vf d0 = Io<T>::load(x + i) - m;
+    const vf d1 = Io<T>::load(x + i + W) - m;
+    a0 += d0 * d0;
+    a1 += d1 * d1;
+  }
+  for (; i + W <= n; i += W) {
+    const vf d = Io<T>::load(x + i) - m;
+    a0 += d * d;
+  }
+  if (i < n) {
+    const vf d = load_part(x + i, n - i, mean) - m;
+    a1 += d * d;
+  }
+  return hsum(a0 + a1);
+}
+
+template <class T, bool kSilu>
+void affine_span(const T* x, T* y, int64_t n, float a, float b) {
+  const vf va = splat(a), vb = splat(b);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) Io<T>::store(y + i, activate<kSilu>(Io<T>::load(x + i) * va + vb));
+  if (i < n) store_part(y + i, n - i, activate<kSilu>(load_part(x + i, n - i, 0.0f) * va + vb));
+}
+
+template <class T>
+void affine(const void* x, void* y, int64_t n, float a, float b, int32_t act) {
+  if (act == GN_ACT_SILU) {
+    affine_span<T, true>(static_cast<const T*>(x), static_cast<T*>(y), n, a, b);
+  } else {
+    affine_span<T, false>(static_cast<const T*>(x), static_cast<T*>(y), n, a, b);
+  }
+}
+
+// Channels last: lanes are channels j..j+k of each row; the padding lanes hold 0 on both sides.
+template <class T>
+vf row_load(const T* p, int64_t k) {
+  return k == W ? Io<T>::load(p) : load_part(p, k, 0.0f);
+}
+
+inline vf coef_load(const float* p, int64_t k) {
+  return k == W ? Io<float>::load(p) : load_part(p, k, 0.0f);
+}
+
+template <class T>
+void rows_sum(const void* xv, int64_t rows, int64_t c, const float* shift, float* acc) {
+  const T* x = static_cast<const T*>(xv);
+  for (int64_t j = 0; j < c; j += W) {
+    const int64_t k = c - j < W ? c - j : W;
+    const vf s = coef_load(shift + j, k);
+    vf a = vf{};
+    for (int64_t r = 0; r < rows; ++r) a += row_load(x + r * c + j, k) - s;
+    store_part(acc + j, k, a);
+  }
+}
+
+template <class T>
+void rows_m2(const void* xv, int64_t rows, int64_t c, const float* mean, float* acc) {
+  const T* x = static_cast<const T*>(xv);
+  for (int64_t j = 0; j < c; j += W) {
+    const int64_t k = c - j < W ? c - j : W;
+    const vf m = coef_load(mean + j, k);
+    vf a = vf{};
+    for (int64_t r = 0; r < rows; ++r) {
+      const vf d = row_load(x + r * c + j, k) - m;
+      a += d * d;
+    }
+    store_part(acc + j, k, a);
+  }
+}
+
+template <class T, bool kSilu>
+void rows_affine_act(const T* x, T* y, int64_t rows, int64_t c, const float* a, const float* b) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < c; j += W) {
+      const int64_t k = c - j < W ? c - j : W;
+      const vf v = activate<kSilu>(row_load(x + r * c + j, k) * coef_load(a + j, k) + coef_load(b + j, k));
+      if (k == W) {
+        Io<T>::store(y + r * c + j, v);
+      } else {
+        store_part(y + r * c + j, k, v);
+      }
+    }
+  }
+}
+
+template <class T>
+void rows_affine(const void* x, void* y, int64_t rows, int64_t c, const float* a, const float* b,
+                 int32_t act) {
+  if (act == GN_ACT_SILU) {
+    rows_affine_act<T, true>(static_cast<const T*>(x), static_cast<T*>(y), rows, c, a, b);
+  } else {
+    rows_affine_act<T, false>(static_cast<const T*>(x), static_cast<T*>(y), rows, c, a, b);
+  }
+}
+
+template <class T>
+void to_float(const void* xv, int64_t n, float* out) {
+  const T* x = static_cast<const T*>(xv);
+  for (int64_t i = 0; i < n; ++i) out[i] = Io<T>::get(x + i);
+}
+
+template <class T>
+constexpr Ops ops_of() {
+  return Ops{&sum<T>, &m2<T>, &affine<T>, &rows_sum<T>, &rows_m2<T>, &rows_affine<T>, &to_float<T>};
+}
+
+constexpr Ops kFloat = ops_of<float>();
+constexpr Ops kHalf = ops_of<Half>();
+constexpr Ops kBf16 = ops_of<Bf16>();
+
+}  // namespace
+
+const Ops* GN_CAT(ops_, GN_ISA)(int32_t dtype) {
+  switch (dtype) {
+    case GN_FLOAT32: return &kFloat;
+    case GN_FLOAT16: return &kHalf;
+    case GN_BFLOAT16: return &kBf16;
+    default: return nullptr;
+  }
+}
+
+}  // namespace gn_cpu
