@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 DEMO := build/demo
 # torch is pinned here, in the set-up only: 2.13.0 is the CPU wheel this workplace serves.
 TORCH_PIN ?= torch==2.13.0
+# The oldest ONNX Runtime gn-deploy's op library supports: the tests load the library into it.
+ORT_OLDEST ?= .venv-ort-oldest
+ORT_OLDEST_PIN ?= onnxruntime==1.20.1
 
 .PHONY: demo test kernels plugin test-trt-lean test-trt-rtx bench-fuse bench-kernels clean
 
@@ -16,16 +19,21 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e '.[torch,dev,trt-rtx]'
 	touch $@
 
+$(ORT_OLDEST)/.installed:
+	$(PYTHON) -m venv $(ORT_OLDEST)
+	$(ORT_OLDEST)/bin/python -m pip install -q "$(ORT_OLDEST_PIN)"
+	touch $@
+
 demo: $(STAMP)
 	mkdir -p $(DEMO)
 	$(BIN)/gn-deploy export --model gn_deploy.models:demo_unet --input x:1x4x32x32 \
 		--dynamic x:0=batch -o $(DEMO)/demo.onnx
 	$(BIN)/gn-deploy fuse $(DEMO)/demo.onnx -o $(DEMO)/demo.fused.onnx --target onnx \
 		--report $(DEMO)/fuse-onnx.json
-	$(BIN)/gn-deploy fuse $(DEMO)/demo.onnx -o $(DEMO)/demo.trt.onnx --target trt-plugin \
-		--report $(DEMO)/fuse-trt.json
+	$(BIN)/gn-deploy fuse $(DEMO)/demo.onnx -o $(DEMO)/demo.op.onnx --target fused-op \
+		--report $(DEMO)/fuse-op.json
 	$(BIN)/gn-deploy validate --model gn_deploy.models:demo_unet --input x:2x4x32x32 \
-		$(DEMO)/demo.onnx $(DEMO)/demo.fused.onnx $(DEMO)/demo.trt.onnx
+		$(DEMO)/demo.onnx $(DEMO)/demo.fused.onnx $(DEMO)/demo.op.onnx
 	$(BIN)/gn-deploy build $(DEMO)/demo.fused.onnx -o $(DEMO)/demo.rtx.engine \
 		--runtime tensorrt-rtx --compute-capability 8.6,12.0 \
 		--shapes x:1x4x32x32,2x4x32x32,4x4x32x32 --precision fp16 --report $(DEMO)/build.json
@@ -55,9 +63,9 @@ test-trt-lean: $(STAMP) plugin
 test-trt-rtx: $(STAMP) plugin
 	$(BIN)/python -m pytest -rs tests/test_trt_rtx_plugin.py tests/test_trt_rtx_build.py
 
-test: $(STAMP) kernels
+test: $(STAMP) kernels $(ORT_OLDEST)/.installed
 	$(BIN)/ruff check gn_deploy tests scripts
-	$(BIN)/python -m pytest
+	GN_DEPLOY_ORT_OLDEST_PYTHON=$(ORT_OLDEST)/bin/python $(BIN)/python -m pytest
 
 bench-fuse: $(STAMP)
 	$(BIN)/gn-deploy bench fuse --repeat 9 -o docs/benchmarks/fuse.md
@@ -66,4 +74,4 @@ bench-kernels: $(STAMP) kernels
 	$(BIN)/gn-deploy bench kernels -o docs/benchmarks/kernels.md
 
 clean:
-	rm -rf $(VENV) build
+	rm -rf $(VENV) $(ORT_OLDEST) build

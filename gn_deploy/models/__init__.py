@@ -3,6 +3,7 @@
 - ``demo_unet``: a small UNet-like net with GroupNorm+SiLU blocks, the `make demo` model.
 - ``sd15_unet``: the Stable Diffusion 1.5 UNet layout (all 61 GroupNorms) with narrow channels.
 - ``sd15_unet_chain``: several of those in a row (benchmarks of how fuse time scales).
+- ``sd_vae_decoder``: the diffusers AutoencoderKL decoder layout (30 GroupNorms), narrow channels.
 - ``gn_block``: one GroupNorm (+ optional SiLU) for tests and quick checks.
 """
 
@@ -25,6 +26,13 @@ def sd15_unet(seed: int = 0, base: int = 32) -> Any:
 
     require_torch().manual_seed(seed)
     return SD15UNet(base=base).eval()
+
+
+def sd_vae_decoder(seed: int = 0, base: int = 32) -> Any:
+    from gn_deploy.models.vae import VAEDecoder
+
+    require_torch().manual_seed(seed)
+    return VAEDecoder(base=base).eval()
 
 
 def sd15_unet_chain(copies: int = 2, seed: int = 0, base: int = 32) -> Any:

@@ -55,6 +55,7 @@ class Forward {
     chunks_ = (unit_length + chunk_ - 1) / chunk_;
     unit_length_ = unit_length;
     moments_.resize(static_cast<size_t>(units_ * chunks_ * unit_groups_));
+    mean_.resize(static_cast<size_t>(p.n * p.c));
     scale_.resize(static_cast<size_t>(p.n * p.c));
     shift_.resize(static_cast<size_t>(p.n * p.c));
   }
@@ -72,7 +73,8 @@ class Forward {
     }
   }
 
-  // Merge a unit's chunks group by group; the per-channel scale and shift that normalise it.
+  // Merge a unit's chunks group by group; per channel, the mean, scale and shift that
+  // normalise it: y = (x - mean) * scale + shift.
   void finish(int64_t unit) {
     for (int64_t gu = 0; gu < unit_groups_; ++gu) {
       Moments total;
@@ -80,10 +82,16 @@ class Forward {
       const double rstd = 1.0 / std::sqrt(total.m2 / total.count + static_cast<double>(p_.epsilon));
       const int64_t n = nhwc_ ? unit : unit / p_.groups;
       const int64_t g = nhwc_ ? gu : unit % p_.groups;
+      // The mean in fp32 and what rounding it left out, moved into the shift: x - mean is then
+      // exact for x near the mean (a group of 1000 + N(0, 1) loses no digit to its mean).
+      const float mean = static_cast<float>(total.mean);
+      const double rest = total.mean - mean;
       for (int64_t c = g * per_group_; c < (g + 1) * per_group_; ++c) {
+        const size_t at = static_cast<size_t>(n * p_.c + c);
         const double a = rstd * gamma_[c];
-        scale_[static_cast<size_t>(n * p_.c + c)] = static_cast<float>(a);
-        shift_[static_cast<size_t>(n * p_.c + c)] = static_cast<float>(beta_[c] - total.mean * a);
+        mean_[at] = mean;
+        scale_[at] = static_cast<float>(a);
+        shift_[at] = static_cast<float>(beta_[c] - rest * a);
       }
     }
   }
@@ -94,8 +102,9 @@ class Forward {
     const int64_t begin = k * chunk_, end = std::min(unit_length_, begin + chunk_);
     if (nhwc_) {
       const int64_t at = (unit * p_.spatial + begin) * p_.c;
-      ops_.rows_affine(x_ + at * esize_, y_ + at * esize_, end - begin, p_.c,
-                       scale_.data() + unit * p_.c, shift_.data() + unit * p_.c, p_.activation);
+      const size_t row = static_cast<size_t>(unit * p_.c);
+      ops_.rows_affine(x_ + at * esize_, y_ + at * esize_, end - begin, p_.c, &mean_[row],
+                       &scale_[row], &shift_[row], p_.activation);
       return;
     }
     // A run of a group's values crosses channels every spatial values.
@@ -106,8 +115,8 @@ class Forward {
       const int64_t stop = std::min(end, (local + 1) * p_.spatial);
       const int64_t at = unit * unit_length_ + i;
       const size_t coef = static_cast<size_t>(row + first_channel + local);
-      ops_.affine(x_ + at * esize_, y_ + at * esize_, stop - i, scale_[coef], shift_[coef],
-                  p_.activation);
+      ops_.affine(x_ + at * esize_, y_ + at * esize_, stop - i, mean_[coef], scale_[coef],
+                  shift_[coef], p_.activation);
       i = stop;
     }
   }
@@ -179,7 +188,7 @@ class Forward {
   bool nhwc_;
   int64_t units_ = 0, unit_groups_ = 0, chunk_ = 0, chunks_ = 0, unit_length_ = 0;
   std::vector<Moments> moments_;
-  std::vector<float> scale_, shift_;
+  std::vector<float> mean_, scale_, shift_;
 };
 
 template <void (Forward::*Method)(int64_t)>

@@ -13,15 +13,16 @@ struct Ops {
   float (*sum)(const void* x, int64_t n, float shift);
   // The sum over n contiguous values of (x - mean)^2.
   float (*m2)(const void* x, int64_t n, float mean);
-  // y = act(x * a + b) over n contiguous values (act: gn_activation).
-  void (*affine)(const void* x, void* y, int64_t n, float a, float b, int32_t act);
+  // y = act((x - m) * a + b) over n contiguous values (act: gn_activation). Centring before the
+  // scale keeps a constant group exact whatever 1 / sqrt(var + eps) is.
+  void (*affine)(const void* x, void* y, int64_t n, float m, float a, float b, int32_t act);
   // Channels last, rows of c values: acc[j] = sum over the rows of (x[r, j] - shift[j]).
   void (*rows_sum)(const void* x, int64_t rows, int64_t c, const float* shift, float* acc);
   // acc[j] = sum over the rows of (x[r, j] - mean[j])^2.
   void (*rows_m2)(const void* x, int64_t rows, int64_t c, const float* mean, float* acc);
-  // y[r, j] = act(x[r, j] * a[j] + b[j]).
-  void (*rows_affine)(const void* x, void* y, int64_t rows, int64_t c, const float* a,
-                      const float* b, int32_t act);
+  // y[r, j] = act((x[r, j] - m[j]) * a[j] + b[j]).
+  void (*rows_affine)(const void* x, void* y, int64_t rows, int64_t c, const float* m,
+                      const float* a, const float* b, int32_t act);
   // out[i] = x[i] as fp32, for n values.
   void (*to_float)(const void* x, int64_t n, float* out);
 };

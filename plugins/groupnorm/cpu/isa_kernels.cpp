@@ -276,19 +276,23 @@ float m2(const void* xv, int64_t n, float mean) {
 }
 
 template <class T, bool kSilu>
-void affine_span(const T* x, T* y, int64_t n, float a, float b) {
-  const vf va = splat(a), vb = splat(b);
+void affine_span(const T* x, T* y, int64_t n, float m, float a, float b) {
+  const vf vm = splat(m), va = splat(a), vb = splat(b);
   int64_t i = 0;
-  for (; i + W <= n; i += W) Io<T>::store(y + i, activate<kSilu>(Io<T>::load(x + i) * va + vb));
-  if (i < n) store_part(y + i, n - i, activate<kSilu>(load_part(x + i, n - i, 0.0f) * va + vb));
+  for (; i + W <= n; i += W) {
+    Io<T>::store(y + i, activate<kSilu>((Io<T>::load(x + i) - vm) * va + vb));
+  }
+  if (i < n) {
+    store_part(y + i, n - i, activate<kSilu>((load_part(x + i, n - i, m) - vm) * va + vb));
+  }
 }
 
 template <class T>
-void affine(const void* x, void* y, int64_t n, float a, float b, int32_t act) {
+void affine(const void* x, void* y, int64_t n, float m, float a, float b, int32_t act) {
   if (act == GN_ACT_SILU) {
-    affine_span<T, true>(static_cast<const T*>(x), static_cast<T*>(y), n, a, b);
+    affine_span<T, true>(static_cast<const T*>(x), static_cast<T*>(y), n, m, a, b);
   } else {
-    affine_span<T, false>(static_cast<const T*>(x), static_cast<T*>(y), n, a, b);
+    affine_span<T, false>(static_cast<const T*>(x), static_cast<T*>(y), n, m, a, b);
   }
 }
 
@@ -330,11 +334,13 @@ void rows_m2(const void* xv, int64_t rows, int64_t c, const float* mean, float* 
 }
 
 template <class T, bool kSilu>
-void rows_affine_act(const T* x, T* y, int64_t rows, int64_t c, const float* a, const float* b) {
+void rows_affine_act(const T* x, T* y, int64_t rows, int64_t c, const float* m, const float* a,
+                     const float* b) {
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t j = 0; j < c; j += W) {
       const int64_t k = c - j < W ? c - j : W;
-      const vf v = activate<kSilu>(row_load(x + r * c + j, k) * coef_load(a + j, k) + coef_load(b + j, k));
+      const vf centred = row_load(x + r * c + j, k) - coef_load(m + j, k);
+      const vf v = activate<kSilu>(centred * coef_load(a + j, k) + coef_load(b + j, k));
       if (k == W) {
         Io<T>::store(y + r * c + j, v);
       } else {
@@ -345,12 +351,12 @@ void rows_affine_act(const T* x, T* y, int64_t rows, int64_t c, const float* a, 
 }
 
 template <class T>
-void rows_affine(const void* x, void* y, int64_t rows, int64_t c, const float* a, const float* b,
-                 int32_t act) {
+void rows_affine(const void* x, void* y, int64_t rows, int64_t c, const float* m, const float* a,
+                 const float* b, int32_t act) {
   if (act == GN_ACT_SILU) {
-    rows_affine_act<T, true>(static_cast<const T*>(x), static_cast<T*>(y), rows, c, a, b);
+    rows_affine_act<T, true>(static_cast<const T*>(x), static_cast<T*>(y), rows, c, m, a, b);
   } else {
-    rows_affine_act<T, false>(static_cast<const T*>(x), static_cast<T*>(y), rows, c, a, b);
+    rows_affine_act<T, false>(static_cast<const T*>(x), static_cast<T*>(y), rows, c, m, a, b);
   }
 }
 

@@ -1,0 +1,320 @@
+"""gn-deploy's ONNX Runtime op library: the CPU kernels against the float64 reference, results
+independent of threads and task order, ONNX Runtime's errors for hostile inputs, and the
+library loaded into the oldest supported ONNX Runtime."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
+from gn_deploy import ort_library
+from gn_deploy.errors import GnDeployError
+from gn_deploy.kernels import DType, Layout, Params, Status
+from gn_deploy.reference import group_norm_reference, relative_l2, tolerance_for
+
+DTYPES = {DType.FLOAT32: np.float32, DType.FLOAT16: np.float16, DType.BFLOAT16: ml_dtypes.bfloat16}
+ELEMENT = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}
+ORDER = ["baseline", "avx2", "avx512"]
+# Every instruction set up to this CPU's best: the lower ones are what other machines run.
+ISAS = ORDER[: ORDER.index(ort_library.cpu_isa()) + 1]
+
+TASK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_size_t)
+PARALLEL_FOR = ctypes.CFUNCTYPE(
+    ctypes.c_int32, ctypes.c_void_p, TASK, ctypes.c_void_p, ctypes.c_size_t
+)
+
+
+def _shuffled_on_threads(threads: int, seed: int) -> PARALLEL_FOR:
+    """A parallel-for that runs the tasks on ``threads`` threads in a shuffled order (each call
+    into the task releases the GIL, so they do run at once)."""
+
+    def run(_runner: int, task: TASK, data: int, count: int) -> int:
+        order = list(range(count))
+        random.Random(seed).shuffle(order)
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda i: task(data, i), order))
+        return 0
+
+    return PARALLEL_FOR(run)
+
+
+def cpu_forward(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    groups: int,
+    activation: int,
+    layout: Layout,
+    isa: str | None = None,
+    parallel_for: PARALLEL_FOR | None = None,
+) -> tuple[int, np.ndarray]:
+    """gn_cpu_forward_isa on numpy arrays (x in the given layout); its status and y."""
+    lib = ort_library._cdll()
+    dtype = next(k for k, v in DTYPES.items() if v == x.dtype)
+    channels = x.shape[-1] if layout == Layout.NHWC else x.shape[1]
+    spatial = x.size // max(1, x.shape[0] * channels) if x.size else 0
+    params = Params(x.shape[0], channels, spatial, groups, 1e-5, activation, layout, dtype)
+    y = np.full_like(x, np.nan)
+    status = lib.gn_cpu_forward_isa(
+        isa.encode() if isa else None,
+        ctypes.byref(params),
+        ctypes.c_void_p(x.ctypes.data),
+        ctypes.c_void_p(gamma.ctypes.data),
+        ctypes.c_void_p(beta.ctypes.data),
+        ctypes.c_void_p(y.ctypes.data),
+        parallel_for,
+        None,
+    )
+    return status, y
+
+
+def _check_against_reference(x: np.ndarray, groups: int, activation: int, layout: Layout,
+                             isa: str) -> None:
+    rng = np.random.default_rng(1)
+    channels = x.shape[1]
+    gamma = rng.standard_normal(channels).astype(np.float32)
+    beta = rng.standard_normal(channels).astype(np.float32)
+    given_x = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if layout == Layout.NHWC else x
+    status, y = cpu_forward(given_x, gamma, beta, groups, activation, layout, isa)
+    assert status == Status.SUCCESS
+    if layout == Layout.NHWC:
+        y = np.moveaxis(y, -1, 1)
+    ref = group_norm_reference(x.astype(np.float64), groups, 1e-5, gamma, beta, activation)
+    assert relative_l2(y.astype(np.float64), ref) <= tolerance_for(str(np.dtype(x.dtype)))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    group_size=st.integers(1, 24),
+    groups=st.sampled_from([1, 2, 3, 8, 32]),
+    spatial=st.lists(st.integers(1, 19), min_size=1, max_size=3),
+    dtype=st.sampled_from(list(DTYPES)),
+    layout=st.sampled_from(list(Layout)),
+    activation=st.integers(0, 1),
+    isa=st.sampled_from(ISAS),
+    mean=st.sampled_from([0.0, 3.0, 200.0]),
+)
+def test_matches_float64_reference(n: int, group_size: int, groups: int, spatial: list[int],
+                                   dtype: DType, layout: Layout, activation: int, isa: str,
+                                   mean: float) -> None:
+    shape = (n, groups * group_size, *spatial)
+    x = (np.random.default_rng(0).standard_normal(shape) + mean).astype(DTYPES[dtype])
+    _check_against_reference(x, groups, activation, layout, isa)
+
+
+@pytest.mark.parametrize("layout", list(Layout))
+@pytest.mark.parametrize("isa", ISAS)
+def test_large_groups_and_large_means(layout: Layout, isa: str) -> None:
+    """Groups of many chunks, values 1000 + N(0, 1): the shifted chunk statistics keep fp32."""
+    x = (1000 + np.random.default_rng(2).standard_normal((1, 64, 37, 41))).astype(np.float32)
+    _check_against_reference(x, 4, 1, layout, isa)
+
+
+@pytest.mark.parametrize("layout", list(Layout))
+@pytest.mark.parametrize("shape", [(1, 32, 96, 96), (5, 64, 9, 9), (1, 4, 3000)])
+def test_threads_and_task_order_change_no_bit(layout: Layout, shape: tuple[int, ...]) -> None:
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float16)
+    if layout == Layout.NHWC:
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    gamma, beta = np.ones(shape[1], np.float32), np.zeros(shape[1], np.float32)
+    _, serial = cpu_forward(x, gamma, beta, 4, 1, layout)
+    for threads, seed in [(2, 0), (4, 1), (3, 2)]:
+        status, y = cpu_forward(x, gamma, beta, 4, 1, layout,
+                                parallel_for=_shuffled_on_threads(threads, seed))
+        assert status == Status.SUCCESS
+        assert np.array_equal(y.view(np.uint16), serial.view(np.uint16))
+
+
+def test_nan_stays_in_its_group() -> None:
+    x = np.random.default_rng(4).standard_normal((2, 8, 5, 5)).astype(np.float32)
+    x[1, 2, 3, 3] = np.nan
+    _, y = cpu_forward(x, np.ones(8, np.float32), np.zeros(8, np.float32), 4, 0, Layout.NCHW)
+    nan = np.isnan(y).reshape(2, 4, -1).all(axis=2)
+    assert nan.tolist() == [[False] * 4, [False, True, False, False]]
+
+
+def test_refuses_bad_params_without_touching_memory() -> None:
+    x = np.zeros((1, 6, 4), np.float32)
+    ones = np.ones(6, np.float32)
+    status, _ = cpu_forward(x, ones, ones, 4, 0, Layout.NCHW)
+    assert status == Status.INVALID_GROUPS
+    status, _ = cpu_forward(x, ones, ones, 3, 0, Layout.NCHW, isa="sse9")
+    assert status == Status.INVALID_PATH
+
+
+# ---- through ONNX Runtime ------------------------------------------------------------------
+
+
+def fused_model(
+    channels: int,
+    element: int = TensorProto.FLOAT,
+    gamma_length: int | None = None,
+    **attributes: object,
+) -> onnx.ModelProto:
+    attributes = attributes or {"num_groups": 4, "epsilon": 1e-5, "activation": 1}
+    length = channels if gamma_length is None else gamma_length
+    node = helper.make_node("FusedGroupNorm", ["x", "gamma", "beta"], ["y"], name="gn_7",
+                            domain="gn_deploy", **attributes)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", element, None)],
+        [helper.make_tensor_value_info("y", element, None)],
+        [onnx.numpy_helper.from_array(np.linspace(0.5, 2, length).astype(np.float32), "gamma"),
+         onnx.numpy_helper.from_array(np.linspace(-1, 1, length).astype(np.float32), "beta")],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("gn_deploy", 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=10)  # ORT 1.20 reads <= 10
+
+
+def run_ort(model: onnx.ModelProto, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    options = ort_library.session_options(threads)
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {"x": x})[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("shape", [(2, 16, 7, 9), (1, 8, 33), (1, 16, 3, 4, 5)])
+def test_onnxruntime_matches_reference(dtype: type, shape: tuple[int, ...]) -> None:
+    x = np.random.default_rng(5).standard_normal(shape).astype(dtype)
+    y = run_ort(fused_model(shape[1], ELEMENT[dtype]), x)
+    gamma, beta = np.linspace(0.5, 2, shape[1]), np.linspace(-1, 1, shape[1])
+    ref = group_norm_reference(x.astype(np.float64), 4, 1e-5, gamma, beta, 1)
+    assert y.dtype == dtype
+    assert relative_l2(y.astype(np.float64), ref) <= tolerance_for(str(np.dtype(dtype)))
+
+
+def test_onnxruntime_bfloat16() -> None:
+    x = np.random.default_rng(6).standard_normal((2, 8, 6, 6)).astype(ml_dtypes.bfloat16)
+    model = fused_model(8, TensorProto.BFLOAT16)
+    options = ort_library.session_options(1)
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    value = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(x.view(np.uint16),
+                                                            TensorProto.BFLOAT16)
+    y = session.run_with_ort_values(["y"], {"x": value})[0]
+    raw = (ctypes.c_uint16 * x.size).from_address(y.data_ptr())  # numpy has no bf16 for ORT
+    out = np.frombuffer(raw, np.uint16).view(ml_dtypes.bfloat16).astype(np.float64)
+    out = out.reshape(y.shape())
+    ref = group_norm_reference(x.astype(np.float64), 4, 1e-5, np.linspace(0.5, 2, 8),
+                               np.linspace(-1, 1, 8), 1)
+    assert relative_l2(out, ref) <= tolerance_for("bfloat16")
+
+
+def test_intra_op_threads_change_no_bit() -> None:
+    x = np.random.default_rng(7).standard_normal((1, 32, 64, 64)).astype(np.float32)
+    model = fused_model(32)
+    one = run_ort(model, x, threads=1)
+    for threads in (2, 4):
+        assert np.array_equal(run_ort(model, x, threads=threads), one)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        ({"num_groups": 4.0, "epsilon": 1e-5}, "attribute num_groups must be an integer"),
+        ({"num_groups": 4}, "missing attribute epsilon"),
+        ({"num_groups": 0, "epsilon": 1e-5}, "num_groups must be a positive integer"),
+        ({"num_groups": 4, "epsilon": -1.0}, "epsilon must be a finite float >= 0"),
+        ({"num_groups": 4, "epsilon": 1e-5, "activation": 2}, "activation must be 0"),
+        ({"num_groups": 4, "epsilon": 1e-5, "channels_last": 3}, "channels_last must be 0 or 1"),
+        ({"num_groups": 3, "epsilon": 1e-5}, "C = 8 is not divisible by num_groups = 3"),
+    ],
+)
+def test_bad_attributes_name_the_node(attributes: dict[str, object], message: str) -> None:
+    x = np.zeros((1, 8, 2, 2), np.float32)
+    with pytest.raises(Exception, match=f"node 'gn_7'.*{message}"):
+        run_ort(fused_model(8, **attributes), x)
+
+
+def test_integer_epsilon_is_accepted_as_the_plugin_does() -> None:
+    x = np.random.default_rng(8).standard_normal((1, 8, 3, 3)).astype(np.float32)
+    y = run_ort(fused_model(8, num_groups=2, epsilon=0), x)
+    ref = group_norm_reference(x.astype(np.float64), 2, 0.0, np.linspace(0.5, 2, 8),
+                               np.linspace(-1, 1, 8), 0)
+    assert relative_l2(y.astype(np.float64), ref) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("shape", "gamma_length", "message"),
+    [
+        ((2, 8), None, r"x must be 3-D to 5-D \[N, C, \*spatial\], not \[2, 8\]"),
+        ((1, 8, 1, 1, 1, 2), None, "x must be 3-D to 5-D"),
+        ((1, 8, 4, 4), 6, r"gamma has shape \[6\], not \[8\]"),
+        ((1, 0, 4, 4), 0, "C = 0 is not divisible"),
+    ],
+)
+def test_bad_shapes_name_the_node(shape: tuple[int, ...], gamma_length: int | None,
+                                  message: str) -> None:
+    with pytest.raises(Exception, match=f"node 'gn_7'.*{message}"):
+        run_ort(fused_model(8, gamma_length=gamma_length), np.zeros(shape, np.float32))
+
+
+def test_unsupported_dtype_is_refused_at_load() -> None:
+    with pytest.raises(Exception, match=r"FusedGroupNorm.*gn_7"):
+        run_ort(fused_model(8, TensorProto.DOUBLE), np.zeros((1, 8, 2, 2)))
+
+
+@pytest.mark.parametrize("shape", [(0, 8, 4, 4), (2, 8, 0, 4), (1, 8, 0)])
+def test_empty_tensors_are_a_no_op(shape: tuple[int, ...]) -> None:
+    assert run_ort(fused_model(8), np.zeros(shape, np.float32)).shape == shape
+
+
+def test_missing_compiler_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    with pytest.raises(GnDeployError, match=r"no C\+\+ compiler found .*set CXX"):
+        ort_library.compiler()
+
+
+def test_library_given_by_environment_must_exist(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    monkeypatch.setenv(ort_library.LIBRARY_ENV, str(tmp_path / "nope.so"))
+    with pytest.raises(GnDeployError, match=r"GN_DEPLOY_ORT_LIB=.*no such file"):
+        ort_library.library_path()
+
+
+OLDEST_ENV = "GN_DEPLOY_ORT_OLDEST_PYTHON"
+
+_OLDEST_SCRIPT = """
+import sys, numpy as np, onnxruntime as ort
+model, library, data, out = sys.argv[1:]
+options = ort.SessionOptions()
+options.register_custom_ops_library(library)
+session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+x = np.load(data)
+np.save(out, session.run(None, {"x": x})[0])
+print(ort.__version__)
+"""
+
+
+@pytest.mark.skipif(OLDEST_ENV not in os.environ,
+                    reason=f"needs ${OLDEST_ENV}: a Python with the oldest supported "
+                    "onnxruntime (make test sets it up)")
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_loads_into_the_oldest_supported_onnxruntime(tmp_path: Path, dtype: type) -> None:
+    x = np.random.default_rng(9).standard_normal((2, 8, 5, 5)).astype(dtype)
+    model = tmp_path / "m.onnx"
+    onnx.save(fused_model(8, ELEMENT[dtype]), model)
+    np.save(tmp_path / "x.npy", x)
+    done = subprocess.run(
+        [os.environ[OLDEST_ENV], "-c", _OLDEST_SCRIPT, str(model),
+         str(ort_library.library_path()), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+        capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1.20.1"
+    y = np.load(tmp_path / "y.npy")
+    assert np.array_equal(y, run_ort(fused_model(8, ELEMENT[dtype]), x))
