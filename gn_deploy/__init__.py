@@ -6,19 +6,30 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "export_model", "fuse_model", "inspect_model", "validate"]
+__all__ = [
+    "__version__",
+    "export_model",
+    "fuse_model",
+    "inspect_model",
+    "ort_session_options",
+    "validate",
+]
 
 if TYPE_CHECKING:
     from gn_deploy.export import export_model
     from gn_deploy.fusion import fuse_model, inspect_model
+    from gn_deploy.ort_library import session_options as ort_session_options
     from gn_deploy.validate import validate
 
 _LAZY = {
     "export_model": "gn_deploy.export",
     "fuse_model": "gn_deploy.fusion",
     "inspect_model": "gn_deploy.fusion",
+    "ort_session_options": "gn_deploy.ort_library",
     "validate": "gn_deploy.validate",
 }
+# Where a public name differs from the function's name in its module.
+_RENAMED = {"ort_session_options": "session_options"}
 
 
 def __getattr__(name: str) -> Any:
@@ -26,5 +37,5 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(importlib.import_module(_LAZY[name]), _RENAMED.get(name, name))
     raise AttributeError(f"module 'gn_deploy' has no attribute {name!r}")

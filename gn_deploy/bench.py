@@ -8,46 +8,20 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
+from gn_deploy.bench_common import export_builtin
+from gn_deploy.bench_common import timed as _timed
 from gn_deploy.modelio import load_proto
 
 
 def _builtin_models(workdir: Path) -> list[Path]:
     """The SD-1.5-layout UNet (61 GroupNorms) through both torch exporters."""
-    from gn_deploy.export import export_model
-
-    paths = []
-    for exporter, opset in (("torchscript", 17), ("dynamo", 18)):
-        path = workdir / f"sd15_unet_{exporter}_op{opset}.onnx"
-        print(f"exporting the SD-1.5-layout UNet with {exporter} ...", file=sys.stderr)
-        export_model(
-            "gn_deploy.models:sd15_unet",
-            ["x:1x4x32x32"],
-            path,
-            dynamic=["x:0=batch"],
-            opset=opset,
-            exporter=exporter,
-        )
-        paths.append(path)
-    return paths
-
-
-T = TypeVar("T")
-
-
-def _timed(run: Callable[[], T], repeat: int) -> tuple[T, list[float]]:
-    """The last result and the wall times of ``repeat`` runs after one warm-up run."""
-    times = []
-    result = run()
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - start)
-    return result, times
+    return [
+        export_builtin(workdir, "sd15_unet", "1x4x32x32", exporter, opset)
+        for exporter, opset in (("torchscript", 17), ("dynamo", 18))
+    ]
 
 
 def _ort_optimizer(path: Path) -> int:
@@ -235,7 +209,7 @@ def run(what: str, models: Sequence[str], repeat: int, gigabytes: float = 2.2) -
     if what == "ort":
         from gn_deploy.ort_bench import bench_ort
 
-        return bench_ort(models, max(repeat, 20))
+        return bench_ort(models, repeat)
     if what == "kernels":
         from gn_deploy.kernel_bench import bench_kernels
 

@@ -435,12 +435,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "bench",
-        help="benchmarks: fuse speed, GN kernels on a GPU",
+        help="benchmarks: fuse speed, ONNX Runtime speed, GN kernels on a GPU",
         description="fuse: time `fuse` on the built-in SD-1.5-layout UNet (both exporters) "
         "or on the given ONNX files. scaling: fuse time against node count on chains of "
         "1, 2 and 4 such UNets. memory: peak memory of `fuse` on a generated model "
-        "with --gigabytes of external weights. ort: ONNX Runtime (CPU) latency of the model "
-        "unfused and fused with --target onnx. kernels (needs a CUDA GPU): the design's "
+        "with --gigabytes of external weights. ort: ONNX Runtime (CPU) latency of one GN + "
+        "SiLU layer on the SD UNet and VAE shapes as torch's sandwich, GroupNormalization-21, "
+        "gn-deploy's fused op and a copy (the floor), and of the built-in SD UNet and VAE "
+        "decoder (or the given ONNX files) unfused and fused for both targets, at 1 and 2 "
+        "threads, with the ops ONNX Runtime ran. kernels (needs a CUDA GPU): the design's "
         "benchmark shapes x layouts, gn-deploy's kernels against torch's group_norm and "
         "torch.compile of it, achieved GB/s against the copy bandwidth measured in the same run.",
     )

@@ -1,9 +1,15 @@
-"""`gn-deploy bench ort`: what each fuse target does for ONNX Runtime users.
+"""`gn-deploy bench ort`: what each form of GroupNorm costs on ONNX Runtime's CPU provider.
 
-The same model, unfused and fused with `--target onnx`, run by ONNX Runtime on the CPU with
-the same inputs and session options (all graph optimizations on, 2 intra-op threads), timed in
-one process. ONNX Runtime's CPU provider expands GroupNormalization-21 into its function body;
-`--target trt-plugin` models run only in TensorRT (ONNX's reference evaluator for checks).
+Per layer: one GN + SiLU on the SD UNet and VAE shapes, as torch's sandwich (Reshape,
+InstanceNormalization, Reshape, Mul, Add, Sigmoid, Mul), as GroupNormalization-21 + SiLU, as
+gn-deploy's FusedGroupNorm (op library) and, for the floor, one copy of the same tensor (one
+read, one write: Expand to its own shape, which ONNX Runtime runs in fp16 without the Casts it
+puts around a Relu). End to end: models unfused, fused with `--target onnx` and with
+`--target fused-op`. The cases compared in a row run in this process with the same inputs and
+session options, their runs interleaved, so that the ratios hold on a noisy machine. Each
+session's optimized graph is read back: the ops ORT ran are listed, and a FusedGroupNorm case
+whose graph lost the op, or whose output leaves the design tolerance of the float64
+reference, stops the benchmark.
 """
 
 from __future__ import annotations
@@ -12,66 +18,208 @@ import datetime
 import platform
 import statistics
 import tempfile
+import time
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 
-THREADS = 2
+from gn_deploy import plugin_op
+from gn_deploy.bench_common import export_builtin
+from gn_deploy.errors import GnDeployError
+from gn_deploy.reference import group_norm_reference, relative_l2, tolerance_for
 
-
-def _session(path: Path):  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _median_ms(path: Path, feeds: dict[str, np.ndarray], repeat: int) -> float:
-    from gn_deploy.bench import _timed
-
-    session = _session(path)
-    _, times = _timed(lambda: session.run(None, feeds), repeat)
-    return statistics.median(times) * 1e3
+THREADS = (1, 2)
+FORMS = ("sandwich", "groupnorm-21", "fused-op", "floor")
 
 
-def bench_ort(models: Sequence[str | Path], repeat: int) -> str:
-    from gn_deploy.bench import _builtin_models
-    from gn_deploy.fusion import fuse_model
+@dataclass(frozen=True)
+class LayerShape:
+    name: str
+    channels: int
+    size: int  # height = width
+    groups: int = 32
 
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = [Path(m) for m in models] or _builtin_models(Path(tmp))
-        for path in paths:
-            fused = Path(tmp) / f"{path.stem}.fused.onnx"
-            report = fuse_model(path, fused, target="onnx")
-            feeds = _feeds(path)
-            original = _median_ms(path, feeds, repeat)
-            onnx_target = _median_ms(fused, feeds, repeat)
-            rows.append(
-                f"| {path.name} | {report.count('fused')} | {original:.3g} | {onnx_target:.3g} | "
-                f"{onnx_target / original:.2f} |"
-            )
-    head = [
-        f"command: `gn-deploy bench ort --repeat {repeat}`",
-        f"date: {datetime.date.today().isoformat()}; machine: {platform.machine()}; "
-        f"ONNX Runtime CPU, {THREADS} intra-op threads, all graph optimizations",
-        "",
-        "Median ms per inference of the same inputs, unfused and fused with `--target onnx`, "
-        "in one process.",
-        "",
-        "| model | GN fused | unfused ms | `--target onnx` ms | fused / unfused |",
-        "|---|---|---|---|---|",
+    @property
+    def dims(self) -> list[int]:
+        return [1, self.channels, self.size, self.size]
+
+
+LAYER_SHAPES = (
+    LayerShape("sd-unet-64", 320, 64),
+    LayerShape("sd-unet-32", 640, 32),
+    LayerShape("sd-unet-16", 1280, 16),
+    LayerShape("sd-vae-128", 512, 128),
+    LayerShape("sd-vae-256", 256, 256),
+)
+# Built-in models for the end-to-end table: factory and example input.
+BUILTIN_MODELS = (("sd15_unet", "1x4x32x32"), ("sd_vae_decoder", "1x4x32x32"))
+
+
+def _affine(shape: LayerShape) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        np.linspace(0.5, 1.5, shape.channels, dtype=np.float32),
+        np.linspace(-0.5, 0.5, shape.channels, dtype=np.float32),
+    )
+
+
+def _silu(source: str) -> list[onnx.NodeProto]:
+    return [
+        helper.make_node("Sigmoid", [source], ["sig"]),
+        helper.make_node("Mul", [source, "sig"], ["y"]),
     ]
-    return "\n".join(head + rows)
+
+
+def _sandwich(shape: LayerShape, dtype: type) -> tuple[list[onnx.NodeProto], list[np.ndarray]]:
+    gamma, beta = _affine(shape)
+    groups = shape.groups
+    nodes = [
+        helper.make_node("Reshape", ["x", "grouped"], ["r"]),
+        helper.make_node("InstanceNormalization", ["r", "ones", "zeros"], ["i"], epsilon=1e-5),
+        helper.make_node("Reshape", ["i", "full"], ["r2"]),
+        helper.make_node("Mul", ["r2", "gamma"], ["m"]),
+        helper.make_node("Add", ["m", "beta"], ["n"]),
+        *_silu("n"),
+    ]
+    consts = {
+        "grouped": np.array([0, groups, -1], np.int64),
+        "full": np.array(shape.dims, np.int64),
+        "ones": np.ones(groups, dtype),
+        "zeros": np.zeros(groups, dtype),
+        "gamma": gamma.astype(dtype).reshape(-1, 1, 1),
+        "beta": beta.astype(dtype).reshape(-1, 1, 1),
+    }
+    return nodes, [numpy_helper.from_array(v, k) for k, v in consts.items()]
+
+
+def _groupnorm_21(shape: LayerShape, dtype: type) -> tuple[list[onnx.NodeProto], list[Any]]:
+    gamma, beta = _affine(shape)
+    node = helper.make_node("GroupNormalization", ["x", "gamma", "beta"], ["n"],
+                            num_groups=shape.groups, epsilon=1e-5)
+    inits = [numpy_helper.from_array(gamma.astype(dtype), "gamma"),
+             numpy_helper.from_array(beta.astype(dtype), "beta")]
+    return [node, *_silu("n")], inits
+
+
+def _fused_op(shape: LayerShape, dtype: type) -> tuple[list[onnx.NodeProto], list[Any]]:
+    gamma, beta = _affine(shape)
+    node = helper.make_node(plugin_op.OP_TYPE, ["x", "gamma", "beta"], ["y"],
+                            domain=plugin_op.DOMAIN, num_groups=shape.groups, epsilon=1e-5,
+                            activation=1)
+    return [node], [numpy_helper.from_array(gamma, "gamma"), numpy_helper.from_array(beta, "beta")]
+
+
+def _floor(shape: LayerShape, dtype: type) -> tuple[list[onnx.NodeProto], list[Any]]:
+    dims = numpy_helper.from_array(np.array(shape.dims, np.int64), "dims")
+    return [helper.make_node("Expand", ["x", "dims"], ["y"])], [dims]
+
+
+_BUILDERS = {"sandwich": _sandwich, "groupnorm-21": _groupnorm_21, "fused-op": _fused_op,
+             "floor": _floor}
+
+
+def layer_model(form: str, shape: LayerShape, dtype: type) -> onnx.ModelProto:
+    """One GN + SiLU layer of ``shape`` in ``form`` (the floor: one Relu)."""
+    nodes, inits = _BUILDERS[form](shape, dtype)
+    element = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    graph = helper.make_graph(
+        nodes, form, [helper.make_tensor_value_info("x", element, shape.dims)],
+        [helper.make_tensor_value_info("y", element, shape.dims)], inits,
+    )
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid(plugin_op.DOMAIN, 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=10)
+
+
+class Case:
+    """One model in one ONNX Runtime session, and the ops the session kept after optimizing."""
+
+    def __init__(self, model: onnx.ModelProto | Path, threads: int, workdir: Path) -> None:
+        import onnxruntime as ort
+
+        from gn_deploy.backends.ort import uses_fused_op
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Threads that spin after a run would take the cores from the case that runs next.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        optimized = workdir / "optimized.onnx"
+        options.optimized_model_filepath = str(optimized)
+        if uses_fused_op(model):
+            from gn_deploy import ort_library
+
+            ort_library.register(options)
+        source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        kept = onnx.load(optimized, load_external_data=False)
+        self.ops = Counter(n.op_type for n in kept.graph.node)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[Any]:
+        return list(self.session.run(None, feeds))
+
+
+def interleaved_ms(
+    cases: dict[str, Case], feeds: dict[str, np.ndarray], repeat: int
+) -> dict[str, float]:
+    """Median ms per case over ``repeat`` rounds, each round running every case once (after
+    one warm-up run each): a slow stretch of the machine costs every case alike."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for case in cases.values():
+        case.run(feeds)
+    for _ in range(repeat):
+        for name, case in cases.items():
+            start = time.perf_counter()
+            case.run(feeds)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+def _check_fused(case: Case, shape: LayerShape, x: np.ndarray) -> None:
+    """The fused-op case ran gn-deploy's op and computed GN + SiLU within the design tolerance."""
+    if case.ops.get(plugin_op.OP_TYPE) != 1:
+        raise GnDeployError(f"bench ort: ONNX Runtime ran {dict(case.ops)}, not FusedGroupNorm")
+    y = np.asarray(case.session.run(None, {"x": x})[0], np.float64)
+    gamma, beta = _affine(shape)
+    ref = group_norm_reference(x.astype(np.float64), shape.groups, 1e-5, gamma, beta, 1)
+    error = relative_l2(y, ref)
+    if error > tolerance_for(str(x.dtype)):
+        raise GnDeployError(f"bench ort: FusedGroupNorm on {shape.name} is off ({error:.2g})")
+
+
+def _ops_text(ops: Counter[str]) -> str:
+    return ", ".join(f"{op} x{n}" if n > 1 else op for op, n in sorted(ops.items()))
+
+
+def layer_rows(
+    shapes: Sequence[LayerShape], repeat: int, workdir: Path
+) -> tuple[list[str], dict[str, str]]:
+    """The per-layer table's rows, and per form the ops ONNX Runtime ran."""
+    rows, ran = [], {}
+    for shape in shapes:
+        for dtype in (np.float32, np.float16):
+            x = np.random.default_rng(0).standard_normal(shape.dims).astype(dtype)
+            for threads in THREADS:
+                cases = {f: Case(layer_model(f, shape, dtype), threads, workdir) for f in FORMS}
+                _check_fused(cases["fused-op"], shape, x)
+                ran.update({form: _ops_text(case.ops) for form, case in cases.items()})
+                ms = interleaved_ms(cases, {"x": x}, repeat)
+                rows.append(
+                    f"| {shape.name} {np.dtype(dtype).name} | {threads} | "
+                    + " | ".join(f"{ms[f]:.3g}" for f in FORMS)
+                    + f" | {ms['sandwich'] / ms['fused-op']:.2f} | "
+                    f"{ms['fused-op'] / ms['floor']:.2f} |"
+                )
+    return rows, ran
 
 
 def _feeds(path: Path) -> dict[str, np.ndarray]:
     """Random inputs of the model's types; dynamic dims (the built-in models' batch) at 1."""
-    import onnx
-
     model = onnx.load(path, load_external_data=False)
     initializers = {i.name for i in model.graph.initializer}
     rng = np.random.default_rng(0)
@@ -81,6 +229,78 @@ def _feeds(path: Path) -> dict[str, np.ndarray]:
             continue
         tensor = inp.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tensor.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type)
         feeds[inp.name] = rng.standard_normal(dims).astype(dtype)
     return feeds
+
+
+def model_rows(paths: Sequence[Path], repeat: int, workdir: Path) -> list[str]:
+    """The end-to-end table's rows: each model unfused and fused for both targets."""
+    from gn_deploy.fusion import fuse_model
+
+    rows = []
+    for path in paths:
+        variants = {"unfused": path}
+        for target in ("onnx", "fused-op"):
+            variants[target] = workdir / f"{path.stem}.{target}.onnx"
+            report = fuse_model(path, variants[target], target=target)
+        feeds = _feeds(path)
+        for threads in THREADS:
+            cases = {name: Case(p, threads, workdir) for name, p in variants.items()}
+            ms = interleaved_ms(cases, feeds, repeat)
+            rows.append(
+                f"| {path.name} | {report.count('fused')} | {threads} | {ms['unfused']:.3g} | "
+                f"{ms['onnx']:.3g} | {ms['fused-op']:.3g} | {ms['unfused'] / ms['onnx']:.2f} | "
+                f"{ms['unfused'] / ms['fused-op']:.2f} |"
+            )
+    return rows
+
+
+def _machine() -> str:
+    from gn_deploy import ort_library
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
+                 if ln.startswith("model name")]
+        cpu = f"{names[0]} x{len(names)}" if names else cpu
+    return f"{cpu}; op library kernels: {ort_library.cpu_isa()}"
+
+
+def bench_ort(
+    models: Sequence[str | Path], repeat: int, shapes: Sequence[LayerShape] = LAYER_SHAPES
+) -> str:
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        layers, ran = layer_rows(shapes, repeat, workdir)
+        paths = [Path(m) for m in models] or [
+            export_builtin(workdir, factory, shape) for factory, shape in BUILTIN_MODELS
+        ]
+        ends = model_rows(paths, repeat, workdir)
+    head = [
+        f"command: `gn-deploy bench ort --repeat {repeat}`",
+        f"date: {datetime.date.today().isoformat()}; machine: {_machine()}; "
+        f"ONNX Runtime {ort.__version__} CPU, all graph optimizations, "
+        f"{' and '.join(map(str, THREADS))} intra-op threads (no spinning); runs "
+        "of the cases in a row interleaved",
+        "",
+        "## One GN + SiLU layer (median ms, N = 1, G = 32)",
+        "",
+        "| shape | threads | sandwich | GroupNormalization-21 | fused-op | floor (copy) | "
+        "sandwich / fused-op | fused-op / floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    proof = ["", "What ONNX Runtime ran (its optimized graph) for each form:", ""]
+    proof += [f"- {form}: {ran[form]}" for form in FORMS]
+    tail = [
+        "",
+        "## Models end to end (median ms)",
+        "",
+        "| model | GN fused | threads | unfused | `--target onnx` | `--target fused-op` | "
+        "unfused / onnx | unfused / fused-op |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    return "\n".join(head + layers + proof + tail + ends)
