@@ -318,3 +318,26 @@ def test_loads_into_the_oldest_supported_onnxruntime(tmp_path: Path, dtype: type
     assert done.stdout.strip() == "1.20.1"
     y = np.load(tmp_path / "y.npy")
     assert np.array_equal(y, run_ort(fused_model(8, ELEMENT[dtype]), x))
+
+
+def _readme_block(heading: str) -> str:
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    section = text.split(heading, 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch", reason="the example's model is exported from torch")
+    from gn_deploy.export import export_model
+    from gn_deploy.fusion import fuse_model
+
+    export_model("gn_deploy.models:demo_unet", ["x:1x4x32x32"], tmp_path / "demo.onnx",
+                 exporter="torchscript")
+    fuse_model(tmp_path / "demo.onnx", tmp_path / "demo.op.onnx", target="fused-op")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(_readme_block("## ONNX Runtime: the fused op on the CPU"), namespace)
+    y = np.asarray(namespace["y"])
+    unfused = ort.InferenceSession("demo.onnx", providers=["CPUExecutionProvider"])
+    expected = unfused.run(None, {"x": np.zeros((1, 4, 32, 32), np.float32)})[0]
+    assert relative_l2(y.astype(np.float64), expected.astype(np.float64)) <= 1e-5
