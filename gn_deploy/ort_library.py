@@ -130,10 +130,16 @@ def library_path() -> Path:
         if not path.is_file():
             raise GnDeployError(f"{LIBRARY_ENV}={given}: no such file")
         return path
-    cxx = compiler()
-    path = plugin_cache_folder().parent / "ort" / _key(cxx) / LIBRARY_NAME
+    return _cached_build()
+
+
+@cache
+def _cached_build() -> Path:
+    """The library in the user cache, built there first if needed (once per process: the key
+    reads every source)."""
+    path = plugin_cache_folder().parent / "ort" / _key(compiler()) / LIBRARY_NAME
     if not path.is_file():
-        print("gn-deploy: building the ONNX Runtime op library (once, about 30 s) ...",
+        print("gn-deploy: building the ONNX Runtime op library (once, about 15 s) ...",
               file=sys.stderr, flush=True)
         build_library(path)
     return path

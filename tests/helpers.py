@@ -17,10 +17,10 @@ def op_counts(path: str | Path) -> Counter[str]:
 
 
 def run_ort(path: str | Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    import onnxruntime as ort
+    """ONNX Runtime on the CPU; FusedGroupNorm through gn-deploy's op library."""
+    from gn_deploy.backends.ort import session
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
+    return session(path).run(None, feeds)
 
 
 def run_reference(path: str | Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -139,5 +139,5 @@ def test_channels_last_marks_every_plugin_op(
     assert relative_l2(run_reference(out, {"x": x})[0], run_ort(src, {"x": x})[0]) <= 1e-5
     # the standard op has no such attribute
     assert main(["fuse", str(src), "-o", str(tmp_path / "o.onnx"), "--channels-last"]) == 2
-    assert "--target trt-plugin" in capsys.readouterr().err
+    assert "--target fused-op" in capsys.readouterr().err
     assert not (tmp_path / "o.onnx").exists()

@@ -341,3 +341,34 @@ def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     unfused = ort.InferenceSession("demo.onnx", providers=["CPUExecutionProvider"])
     expected = unfused.run(None, {"x": np.zeros((1, 4, 32, 32), np.float32)})[0]
     assert relative_l2(y.astype(np.float64), expected.astype(np.float64)) <= 1e-5
+
+
+FRAMEWORK_MODELS = sorted(p.stem for p in (Path(__file__).parent / "data").glob("*.npz"))
+
+
+@pytest.mark.parametrize("name", FRAMEWORK_MODELS)
+def test_fused_framework_models_match_the_framework(name: str, tmp_path: Path) -> None:
+    """Each framework's exported GN, fused for fused-op, on ONNX Runtime with the library."""
+    from gn_deploy.fusion import fuse_model
+    from tests.helpers import run_ort
+
+    data = Path(__file__).parent / "data"
+    report = fuse_model(data / f"{name}.onnx", tmp_path / "f.onnx", target="fused-op")
+    assert report.count("fused") >= 1
+    reference = np.load(data / f"{name}.npz")
+    (got,) = run_ort(tmp_path / "f.onnx", {"x": reference["x"]})
+    assert relative_l2(got.astype(np.float64), reference["y"].astype(np.float64)) <= 1e-5
+
+
+def test_vae_decoder_fused_matches_torch(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="the built-in models are torch modules")
+    from gn_deploy.export import export_model
+    from gn_deploy.fusion import fuse_model
+    from gn_deploy.validate import validate
+
+    src, fused = tmp_path / "vae.onnx", tmp_path / "vae.op.onnx"
+    factory = "gn_deploy.models:sd_vae_decoder"
+    export_model(factory, ["x:1x4x8x8"], src, exporter="torchscript")
+    assert fuse_model(src, fused, target="fused-op").count("fused") == 30
+    report = validate(factory, [src, fused], ["x:1x4x8x8"])
+    assert report.ok, report.table()
