@@ -24,6 +24,8 @@ namespace gn_cpu {
 namespace {
 
 constexpr int64_t kChunkElements = 4096;
+// Below this many elements handing tasks to other threads costs more than it saves.
+constexpr int64_t kSerialElements = 1 << 15;
 
 struct Moments {
   double count = 0.0;
@@ -61,6 +63,7 @@ class Forward {
   }
 
   int64_t units() const { return units_; }
+  int64_t elements() const { return p_.n * p_.c * p_.spatial; }
   int64_t tasks() const { return units_ * chunks_; }
 
   // The statistics of one chunk (task = unit * chunks + chunk) into moments_.
@@ -206,10 +209,12 @@ int32_t run_serially(void*, gn_task_fn task, void* data, size_t count) {
   return 0;
 }
 
-// Whole units per task when there are enough of them to keep every core busy; otherwise the
-// chunks of all units in two rounds (statistics, then normalisation) around the merge.
+// Small tensors on the calling thread; whole units per task when there are enough of them to
+// keep every core busy; otherwise the chunks of all units in two rounds (statistics, then
+// normalisation) around the merge.
 gn_status run(Forward& forward, gn_parallel_for parallel_for, void* runner) {
   const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  if (forward.elements() < kSerialElements) parallel_for = run_serially;
   bool ok = true;
   if (parallel_for == run_serially || forward.units() >= 2 * cores) {
     ok = parallel_for(runner, run_task<&Forward::unit>, &forward, forward.units()) == 0;
