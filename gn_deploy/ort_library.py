@@ -28,6 +28,7 @@ from gn_deploy.trt.plugin_build import cache_folder as plugin_cache_folder
 LIBRARY_ENV = "GN_DEPLOY_ORT_LIB"
 FLAGS_ENV = "GN_DEPLOY_ORT_CXXFLAGS"
 LIBRARY_NAME = "libgn_ort.so"
+BUILD_LOG = "build.log"
 
 _COMMON = ["-std=c++17", "-O3", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-psabi"]
 # The kernels once per instruction set; the library picks one at run time (gn_cpu_isa).
@@ -105,19 +106,19 @@ def _run(command: list[str]) -> str:
 
 def build_library(destination: Path) -> Path:
     """Compile and link the library into ``destination`` (replaced atomically); return its path.
-    Compiler warnings are an error: the sources are warning-free on GCC and Clang."""
+    What the compiler said goes to ``build.log`` beside it (the tests require it empty)."""
     cxx = compiler()
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=destination.parent) as tmp:
         out = Path(tmp)
         jobs = [[cxx, *job] for job in _compile_jobs(out)]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            warnings = "".join(pool.map(_run, jobs))
-        if warnings.strip():
-            raise GnDeployError(f"the ONNX Runtime op library compiled with warnings:\n{warnings}")
+            said = "".join(pool.map(_run, jobs))
         staged = out / LIBRARY_NAME
         objects = sorted(str(p) for p in out.glob("*.o"))
-        _run([cxx, "-shared", *_extra_flags(), "-o", str(staged), *objects, "-Wl,--no-undefined"])
+        said += _run([cxx, "-shared", *_extra_flags(), "-o", str(staged), *objects,
+                      "-Wl,--no-undefined"])
+        (destination.parent / BUILD_LOG).write_text(said)
         os.replace(staged, destination)
     return destination
 

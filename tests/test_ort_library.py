@@ -372,3 +372,8 @@ def test_vae_decoder_fused_matches_torch(tmp_path: Path) -> None:
     assert fuse_model(src, fused, target="fused-op").count("fused") == 30
     report = validate(factory, [src, fused], ["x:1x4x8x8"])
     assert report.ok, report.table()
+
+
+def test_library_builds_without_a_warning() -> None:
+    log = ort_library.library_path().parent / ort_library.BUILD_LOG
+    assert log.read_text() == ""

@@ -17,6 +17,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
 #include "cpu_ops.h"
 #include "groupnorm/groupnorm_cpu.h"
 
@@ -204,6 +208,15 @@ void run_task(void* data, size_t index) {
   }
 }
 
+// The cores this process may run on (a container's share, not the host's count).
+int64_t usable_cores() {
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
+  return std::max<int64_t>(1, std::thread::hardware_concurrency());
+}
+
 int32_t run_serially(void*, gn_task_fn task, void* data, size_t count) {
   for (size_t i = 0; i < count; ++i) task(data, i);
   return 0;
@@ -213,7 +226,7 @@ int32_t run_serially(void*, gn_task_fn task, void* data, size_t count) {
 // keep every core busy; otherwise the chunks of all units in two rounds (statistics, then
 // normalisation) around the merge.
 gn_status run(Forward& forward, gn_parallel_for parallel_for, void* runner) {
-  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int64_t cores = usable_cores();
   if (forward.elements() < kSerialElements) parallel_for = run_serially;
   bool ok = true;
   if (parallel_for == run_serially || forward.units() >= 2 * cores) {
