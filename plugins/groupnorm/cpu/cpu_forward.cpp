@@ -20,6 +20,9 @@
 #if defined(__linux__)
 #include <sched.h>
 #endif
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #include "cpu_ops.h"
 #include "groupnorm/groupnorm_cpu.h"
@@ -243,7 +246,9 @@ gn_status run(Forward& forward, gn_parallel_for parallel_for, void* runner) {
 const char* best_isa() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  const bool f16 = __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;  // F16C: CPUID leaf 1, ECX (Clang's builtin lacks it)
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+  const bool f16 = __builtin_cpu_supports("fma") && f16c;
   if (f16 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
     return "avx512";
