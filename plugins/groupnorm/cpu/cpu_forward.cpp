@@ -242,8 +242,8 @@ gn_status run(Forward& forward, gn_parallel_for parallel_for, void* runner) {
   return ok && !forward.failed ? GN_SUCCESS : GN_ERROR_HOST;
 }
 
-// The best instruction set of this CPU.
-const char* best_isa() {
+// The best instruction set of this CPU (CPUID is slow, a VM exit on many hypervisors: ask once).
+const char* detect_isa() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;  // F16C: CPUID leaf 1, ECX (Clang's builtin lacks it)
@@ -256,6 +256,11 @@ const char* best_isa() {
   if (f16 && __builtin_cpu_supports("avx2")) return "avx2";
 #endif
   return "baseline";
+}
+
+const char* best_isa() {
+  static const char* const isa = detect_isa();
+  return isa;
 }
 
 // 0 baseline, 1 avx2, 2 avx512; -1 for a name that is none of them.

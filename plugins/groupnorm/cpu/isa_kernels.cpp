@@ -184,15 +184,28 @@ void store_part(T* p, int64_t k, vf v) {
   for (int64_t i = 0; i < k; ++i) Io<T>::put(p + i, t[i]);
 }
 
-// Lanes summed in a fixed tree.
-inline float hsum(vf v) {
-  float t[W];
-  std::memcpy(t, &v, sizeof t);
-  for (int s = W / 2; s > 0; s /= 2) {
-    for (int i = 0; i < s; ++i) t[i] += t[i + s];
-  }
-  return t[0];
+// Lanes summed in a fixed tree of register shuffles (one overload per width this ISA uses).
+typedef float v4f __attribute__((vector_size(16)));
+
+inline float hsum(v4f v) {
+  const v4f t = v + __builtin_shufflevector(v, v, 2, 3, 0, 1);
+  return (t + __builtin_shufflevector(t, t, 1, 0, 3, 2))[0];
 }
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+typedef float v8f __attribute__((vector_size(32)));
+
+inline float hsum(v8f v) {
+  return hsum(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7));
+}
+#endif
+
+#if defined(__AVX512F__)
+inline float hsum(vf v) {
+  return hsum(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+              __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+#endif
 
 // e^f for |f| <= ln2 / 2 by a degree-5 polynomial fitted for relative error (below 2e-7).
 inline vf exp_reduced(vf f) {
