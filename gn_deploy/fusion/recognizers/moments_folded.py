@@ -60,8 +60,13 @@ def _per_channel(const: np.ndarray | None, view: GroupedView) -> np.ndarray | No
 def _mean_times_inv(
     value: ir.Value | None, inv: ir.Value, seen: Matched, negated: bool
 ) -> ir.Value | None:
-    """m for ``m * inv`` (``-m * inv`` when ``negated``)."""
+    """m for ``m * inv`` (``-m * inv`` or ``-(m * inv)`` when ``negated``)."""
     node = value.producer() if value is not None else None
+    if negated and is_op(node, "Neg") and node is not None:
+        mean = _mean_times_inv(node.inputs[0], inv, seen, negated=False)
+        if mean is not None:
+            seen.add(node)
+        return mean
     for factor, other in _operands(node, "Mul"):
         if other is not inv:
             continue
