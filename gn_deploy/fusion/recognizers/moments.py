@@ -214,11 +214,11 @@ def _div_no_nan(value: ir.Value | None, seen: Matched) -> ir.Value | None:
 
 
 def _holds(value: ir.Value | None, expected: float) -> bool:
-    """``value`` is a constant, of any shape, every element of which is ``expected`` as its
-    dtype stores it."""
+    """``value`` is a float constant, of any shape, every element of which is ``expected`` as
+    its dtype stores it."""
     constant = fold(value)
-    if constant is None or constant.size == 0 or not np.issubdtype(constant.dtype, np.number):
-        return False
+    if constant is None or constant.size == 0 or constant.dtype.kind in "biuO":
+        return False  # an integer "count" would hold 1/count as 0
     stored = np.asarray(expected).astype(constant.dtype).astype(np.float64)
     return bool(np.allclose(constant.astype(np.float64), stored, rtol=1e-6, atol=0.0))
 
@@ -348,8 +348,8 @@ def deviation_of(value: ir.Value | None, view: GroupedView, seen: Matched) -> bo
 
 
 def _unclamped(value: ir.Value | None, seen: Matched) -> ir.Value | None:
-    """v for ``Max(v, 0)`` (either order), ``Clip(v, 0)`` or ``Relu(v)``: a variance clamped
-    against rounding; else ``value``."""
+    """v for ``Max(v, 0)`` (either order) or ``Clip(v, 0)``: a variance clamped against
+    rounding; else ``value``."""
     node = value.producer() if value is not None else None
     if node is None or node.domain not in ("", "ai.onnx") or not node.inputs:
         return value
@@ -358,9 +358,6 @@ def _unclamped(value: ir.Value | None, seen: Matched) -> ir.Value | None:
         pairs = [(node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])]
     elif node.op_type == "Clip" and (len(node.inputs) == 2 or node.inputs[2] is None):
         pairs = [(node.inputs[0], node.inputs[1])]
-    elif node.op_type == "Relu":
-        seen.add(node)
-        return node.inputs[0]
     for inner, bound in pairs:
         if fold_float(bound) == 0.0:
             seen.add(node)
