@@ -97,9 +97,22 @@ def _shape_arithmetic(nodes: list[ir.Node], x: ir.Value) -> list[ir.Node] | None
         if node is None or node in found:
             continue
         found[node] = None
-        if not is_op(node, "Shape"):  # a Shape reads only the shape of its input
+        if not is_op(node, "Shape"):
             stack.extend(v for v in node.inputs if v is not None)
+        elif not _shape_known_inside(node.inputs[0], x, inside):
+            return None
     return list(found)
+
+
+def _shape_known_inside(value: ir.Value | None, x: ir.Value, inside: set[ir.Node]) -> bool:
+    """A Shape of ``value`` reads what the site knows: x, its own values or a graph input (the
+    verifier runs the site from x alone)."""
+    if value is None:
+        return False
+    if value is x:
+        return True
+    node = value.producer()
+    return node in inside if node is not None else value.const_value is None
 
 
 def _closed(nodes: list[ir.Node], output: ir.Value) -> bool:
