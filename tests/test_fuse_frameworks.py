@@ -154,3 +154,19 @@ def test_centring_guard_must_test_the_whole_group(tmp_path: Path) -> None:
     src = _edited(DATA / "jax_eqx_2d.onnx", tmp_path / "m.onnx", "ReduceMin", 1, lambda v: v[1:])
     reasons = _refusals(src)
     assert all("replaced (Where)" in r for r in reasons), reasons
+
+
+def test_equinox_constant_group_still_normalizes_to_beta(tmp_path: Path) -> None:
+    """Equinox forces a constant group's deviations to 0 (output beta); the fused op computes
+    them, ~0 for a constant: the two agree on it and everywhere else."""
+    src, out = DATA / "jax_eqx_2d.onnx", tmp_path / "f.onnx"
+    fuse_model(src, out)
+    fused = onnx.load(out)
+    (gn,) = fused.graph.node
+    beta = next(numpy_helper.to_array(t) for t in fused.graph.initializer if t.name == gn.input[2])
+    x = np.load(DATA / "jax_eqx_2d.npz")["x"].copy()
+    x[0, 2:4] = 0.3  # sample 0, group 1 of 4 (channels 2 and 3)
+    (got,), (original,) = run_ort(out, {"x": x}), run_ort(src, {"x": x})
+    assert np.all(original[0, 2:4] == beta[2:4, None, None])
+    assert np.allclose(got[0, 2:4], original[0, 2:4], rtol=0, atol=1e-4)
+    assert relative_l2(got, original) <= 1e-5
