@@ -55,15 +55,16 @@ def keras_group_normalization(name: str = "keras_groupnorm") -> None:
     _save_io(name, x, fn(tf.constant(x)).numpy())
 
 
-# name: (groups of each GN, affine, dtype, tf2onnx opset). Static shapes: tf2onnx folds
+# name: (groups of each GN, affine, dtype, tf2onnx opset, batch). Static shapes: tf2onnx folds
 # weighted_moments' sum of weights into an initializer; "unit" keeps Keras' initial gamma = 1,
-# beta = 0, which TensorFlow's optimizer folds away.
+# beta = 0, which TensorFlow's optimizer folds away (at batch 1 into an Expand).
 KERAS2_STATIC = {
-    "keras2_static_groupnorm": ((4,), "random", "float32", 17),
-    "keras2_static_g1_noaffine": ((1,), "none", "float32", 13),
-    "keras2_static_unit_affine": ((4,), "unit", "float32", 17),
-    "keras2_static_fp16": ((4,), "random", "float16", 17),
-    "keras2_static_two_gn": ((4, 2), "random", "float32", 13),
+    "keras2_static_groupnorm": ((4,), "random", "float32", 17, 2),
+    "keras2_static_g1_noaffine": ((1,), "none", "float32", 13, 2),
+    "keras2_static_unit_affine": ((4,), "unit", "float32", 17, 2),
+    "keras2_static_fp16": ((4,), "random", "float16", 17, 2),
+    "keras2_static_two_gn": ((4, 2), "random", "float32", 13, 2),
+    "keras2_static_b1_unit_affine": ((4,), "unit", "float32", 17, 1),
 }
 
 
@@ -74,8 +75,8 @@ def keras2_static_group_normalization() -> None:
     import tensorflow as tf
     import tf2onnx
 
-    shape = (2, H, W, CHANNELS)
-    for name, (groups, affine, dtype, opset) in KERAS2_STATIC.items():
+    for name, (groups, affine, dtype, opset, batch) in KERAS2_STATIC.items():
+        shape = (batch, H, W, CHANNELS)
         keras.utils.set_random_seed(0)
         rng = np.random.default_rng(6)
         inputs = keras.Input(shape[1:], batch_size=shape[0], dtype=dtype)

@@ -30,6 +30,7 @@ KERAS2_STATIC = [
     ("keras2_static_unit_affine", (4,)),
     ("keras2_static_fp16", (4,)),
     ("keras2_static_two_gn", (4, 2)),
+    ("keras2_static_b1_unit_affine", (4,)),
 ]
 FLAX = [
     ("jax_nnx_2d", (4,)),

@@ -101,6 +101,22 @@ def _shift(
     return (mean, None) if mean is not None else None
 
 
+def _gamma_and_rstd(
+    inv: ir.Value, view: GroupedView, seen: Matched
+) -> tuple[ir.Value | None, ir.Value]:
+    """(gamma or None, rstd) for ``inv``: ``rstd * gamma``, ``rstd`` broadcast by Expand
+    (TensorFlow's optimizer turns a multiplication by a gamma of ones into one), or ``rstd``."""
+    node = inv.producer()
+    if is_op(node, "Expand") and node is not None and node.inputs[0] is not None:
+        seen.add(node)
+        return None, node.inputs[0]
+    for a, b in _operands(node, "Mul"):
+        if fold(b, view.x) is not None:  # gamma, maybe reshaped to a shape read off x
+            seen.add(node)
+            return b, a
+    return None, inv
+
+
 def recognize(node: ir.Node, opset: int) -> GroupNormSite | Refusal | None:
     """Anchor: the final Add of ``xg * inv`` and the shift."""
     return first_site(
@@ -116,12 +132,7 @@ def _site(
     node: ir.Node, mul: ir.Node, inv: ir.Value, shift: ir.Value, view: GroupedView
 ) -> GroupNormSite | Refusal | None:
     seen = Matched()
-    gamma_value, rstd = None, inv
-    for a, b in _operands(inv.producer(), "Mul"):
-        if fold(b, view.x) is not None:  # gamma, maybe reshaped to a shape read off x
-            gamma_value, rstd = b, a
-            seen.add(inv.producer())
-            break
+    gamma_value, rstd = _gamma_and_rstd(inv, view, seen)
     stats = rstd_of(rstd, seen)
     shifted = _shift(shift, inv, seen)
     if stats is None or shifted is None:
