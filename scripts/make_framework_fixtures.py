@@ -1,4 +1,5 @@
-"""Generate the Keras/tf2onnx and paddle2onnx GN test models in tests/data/ (run once, commit).
+"""Generate the Keras/tf2onnx, paddle2onnx and jax2onnx GN test models in tests/data/ (run
+once, commit).
 
 Needs packages the test suite does not install (too heavy for CI):
     python3 -m venv /tmp/fx
@@ -22,7 +23,9 @@ each model as .npz, so the tests check against the framework itself.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +82,7 @@ def keras2_static_group_normalization() -> None:
         shape = (batch, H, W, CHANNELS)
         keras.utils.set_random_seed(0)
         rng = np.random.default_rng(6)
-        inputs = keras.Input(shape[1:], batch_size=shape[0], dtype=dtype)
+        inputs = keras.Input(shape[1:], batch_size=batch, dtype=dtype)
         hidden = inputs
         for index, g in enumerate(groups):
             layer = keras.layers.GroupNormalization(
@@ -158,36 +161,37 @@ JAX = {
 }
 
 
-def _jax_model(library: str, groups: tuple[int, ...], affine: bool, rng: np.random.Generator):
-    """x → GN, or x → GN → SiLU, + x → GN, as a function of x (one sample for Equinox)."""
+def _jax_norm(library: str, groups: int, affine: bool, rng: np.random.Generator) -> Any:
+    """One GroupNorm of ``library`` over 8 channels, its scale and bias random when affine."""
     import equinox as eqx
     import flax.linen as linen
-    import jax
     import jax.numpy as jnp
     from flax import nnx
 
-    def values() -> tuple[np.ndarray, np.ndarray]:
-        return rng.uniform(0.5, 1.5, CHANNELS), rng.normal(size=CHANNELS)
+    scale = jnp.asarray(rng.uniform(0.5, 1.5, CHANNELS))
+    bias = jnp.asarray(rng.normal(size=CHANNELS))
+    if library == "nnx":
+        gn = nnx.GroupNorm(
+            CHANNELS, num_groups=groups, use_bias=affine, use_scale=affine, rngs=nnx.Rngs(0)
+        )
+        if affine:
+            gn.scale.value, gn.bias.value = scale, bias
+        return gn
+    if library == "linen":
+        module = linen.GroupNorm(num_groups=groups, use_bias=affine, use_scale=affine)
+        params = {"scale": scale, "bias": bias} if affine else {}
+        return lambda x: module.apply({"params": params}, x)
+    gn = eqx.nn.GroupNorm(groups=groups, channels=CHANNELS, channelwise_affine=affine)
+    return eqx.tree_at(lambda m: (m.weight, m.bias), gn, (scale, bias)) if affine else gn
 
-    norms = []
-    for g in groups:
-        scale, bias = values()
-        if library == "nnx":
-            gn = nnx.GroupNorm(CHANNELS, num_groups=g, use_bias=affine, use_scale=affine,
-                               rngs=nnx.Rngs(0))  # fmt: skip
-            if affine:
-                gn.scale.value, gn.bias.value = jnp.asarray(scale), jnp.asarray(bias)
-            norms.append(gn)
-        elif library == "linen":
-            module = linen.GroupNorm(num_groups=g, use_bias=affine, use_scale=affine)
-            params = {"scale": jnp.asarray(scale), "bias": jnp.asarray(bias)} if affine else {}
-            norms.append(lambda x, m=module, p=params: m.apply({"params": p}, x))
-        else:
-            gn = eqx.nn.GroupNorm(groups=g, channels=CHANNELS, channelwise_affine=affine)
-            if affine:
-                gn = eqx.tree_at(lambda m: (m.weight, m.bias), gn, (jnp.asarray(scale),
-                                 jnp.asarray(bias)))  # fmt: skip
-            norms.append(gn)
+
+def _jax_model(
+    library: str, groups: tuple[int, ...], affine: bool, rng: np.random.Generator
+) -> Callable[[Any], Any]:
+    """x → GN, or x → GN → SiLU, + x → GN; Equinox's per sample, under jax.vmap."""
+    import jax
+
+    norms = [_jax_norm(library, g, affine, rng) for g in groups]
 
     def model(x: jax.Array) -> jax.Array:
         hidden = norms[0](x)
