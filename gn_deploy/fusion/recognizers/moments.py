@@ -249,6 +249,34 @@ def _sum_over_count(
     return False
 
 
+def reduces_groups(value: ir.Value | None, view: GroupedView) -> bool:
+    """``value`` is a ReduceMean, or a ReduceSum divided by something, over the group's axes of
+    ``view``: the view the statistic is taken in, whether or not it is a mean."""
+    seen = Matched()
+    value = _div_no_nan(_through_views(value, seen), seen)
+    node = _producer(value, "Div")
+    if node is not None:
+        return _group_sum(node.inputs[0], view, seen) is not None
+    reduce = _producer(value, "ReduceMean")
+    return reduce is not None and _reduce_axes(reduce, view.rank) == group_axes(view)
+
+
+def count_refusal(value: ir.Value | None, view: GroupedView) -> str | None:
+    """Why ``value``, a sum over each group divided by a constant, is no mean: the constant is
+    not the group's element count (None when ``value`` is no such division)."""
+    value = _div_no_nan(_through_views(value, Matched()), Matched())
+    node = _producer(value, "Div")
+    expected = _group_count(view)
+    if node is None or expected is None or _group_sum(node.inputs[0], view, Matched()) is None:
+        return None
+    constant = fold(node.inputs[1])
+    if constant is None or constant.dtype.kind in "biuO" or _holds(node.inputs[1], expected):
+        return None
+    divisors = np.unique(constant.astype(np.float64)).tolist()
+    shown = ", ".join(f"{d:g}" for d in divisors[:3]) + (", ..." if len(divisors) > 3 else "")
+    return f"the mean divides each group's sum by {shown}, not its {expected} elements"
+
+
 def _mean(value: ir.Value | None, source: ir.Value, view: GroupedView, seen: Matched) -> bool:
     """``value`` is the mean of ``source`` over the group: ReduceMean, ReduceSum / count, or
     a weighted mean with weights of ones."""

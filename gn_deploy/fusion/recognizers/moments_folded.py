@@ -25,7 +25,9 @@ from gn_deploy.fusion.recognizers.grouping import (
 )
 from gn_deploy.fusion.recognizers.moments import (
     Matched,
+    count_refusal,
     mean_of,
+    reduces_groups,
     rstd_of,
     variance_of,
 )
@@ -119,13 +121,22 @@ def _gamma_and_rstd(
 
 def recognize(node: ir.Node, opset: int) -> GroupNormSite | Refusal | None:
     """Anchor: the final Add of ``xg * inv`` and the shift."""
-    return first_site(
-        _site(node, mul, inv, shift, view)  # type: ignore[arg-type]
+    candidates = [
+        (mul, inv, shift, view)
         for scaled, shift in _operands(node, "Add")
         for mul in [scaled.producer()]
+        if mul is not None
         for grouped, inv in _operands(mul, "Mul")
         for view in views_only(grouped_views(grouped, BOTH_LAYOUTS))
-    )
+    ]
+    # Views the statistics are taken in first: when none is a site, theirs is the telling reason.
+    candidates.sort(key=lambda c: not _statistics_in(c[1], c[2], c[3]))
+    return first_site(_site(node, *candidate) for candidate in candidates)
+
+
+def _statistics_in(inv: ir.Value, shift: ir.Value, view: GroupedView) -> bool:
+    shifted = _shift(shift, inv, Matched())
+    return shifted is not None and reduces_groups(shifted[0], view)
 
 
 def _site(
@@ -140,7 +151,8 @@ def _site(
     variance, epsilon, scale = stats
     mean, beta_value = shifted
     if not mean_of(mean, view, seen):
-        return refusal(node, "the subtracted statistic is not the mean of each group")
+        reason = count_refusal(mean, view)
+        return refusal(node, reason or "the subtracted statistic is not the mean of each group")
     if not variance_of(variance, view, seen):
         return refusal(node, "the divisor is not the population variance of each group")
     gamma = _per_channel(fold(gamma_value, view.x), view) if gamma_value is not None else None
