@@ -30,6 +30,18 @@ def test_concat_of_shape_slices_keeps_runtime_dims() -> None:
     assert fold_ints(v) is None, "without the anchor the run-time batch is unknown"
 
 
+def test_scalar_gather_of_a_runtime_dim() -> None:
+    """torch's ``x.shape[0]``: a Gather with a scalar index picks one run-time dim."""
+
+    def build(x: ir.Value) -> ir.Value:
+        shape = ir.node("Shape", [x]).outputs[0]
+        batch = ir.node("Gather", [shape, _const(np.array(0))]).outputs[0]
+        return ir.node("Unsqueeze", [batch, _const(np.array([0]))]).outputs[0]
+
+    x, v = _graph_value(build)
+    assert fold_ints(v, anchor=x) == [Dim(0)]
+
+
 def test_expand_of_castlike_scalar() -> None:
     def build(x: ir.Value) -> ir.Value:
         one = ir.node("CastLike", [_const(np.array(1.0, np.float64)), x]).outputs[0]

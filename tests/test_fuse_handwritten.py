@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from gn_deploy.fusion import fuse_model, inspect_model
-from gn_deploy.reference import relative_l2
+from gn_deploy.reference import group_norm_reference, relative_l2
 from tests.helpers import export_torch, handwritten_gn_module, op_counts, run_ort
 
 torch = pytest.importorskip("torch", reason="exports hand-written GN models with torch")
@@ -134,3 +134,55 @@ def test_strided_grouping_is_never_fused_wrongly(tmp_path: Path, exporter: str, 
     assert all(s.channels != 8 for s in report.sites if s.status == "fused")
     x = np.random.default_rng(2).standard_normal((2, 8, 5, 6)).astype(np.float32) + 1
     assert relative_l2(run_ort(out, {"x": x})[0], run_ort(src, {"x": x})[0]) <= 1e-5
+
+
+class _ChannelsLast(torch.nn.Module):
+    """GN written by hand on [N, *S, C] as Flax computes it: a [N, *S, G, C/G] view, statistics
+    over the spatial axes and C/G, E[x²] − E[x]² (maybe clamped at 0), an optional affine."""
+
+    def __init__(self, groups: int, clamp: bool, affine: bool) -> None:
+        super().__init__()
+        self.groups, self.clamp, self.affine = groups, clamp, affine
+        self.w = torch.nn.Parameter(torch.rand(8) + 0.5)
+        self.b = torch.nn.Parameter(torch.randn(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xg = x.reshape(*x.shape[:-1], self.groups, -1)
+        dims = (*range(1, x.dim() - 1), -1)
+        m = xg.mean(dims, keepdim=True)
+        v = (xg * xg).mean(dims, keepdim=True) - m * m
+        if self.clamp:
+            v = v.clamp_min(0.0)
+        y = ((xg - m) / torch.sqrt(v + 1e-6)).reshape(x.shape)
+        return y * self.w + self.b if self.affine else y
+
+
+CHANNELS_LAST = [((7,), 1, True, True), ((5, 6), 4, False, True), ((3, 4, 5), 8, True, False)]
+
+
+@pytest.mark.parametrize(
+    ("spatial", "groups", "clamp", "affine"), CHANNELS_LAST, ids=["1d-g1", "2d-g4", "3d-gc"]
+)
+@pytest.mark.parametrize(("exporter", "opset"), EXPORTERS, ids=lambda v: str(v))
+def test_channels_last_view(
+    tmp_path: Path,
+    exporter: str,
+    opset: int,
+    spatial: tuple[int, ...],
+    groups: int,
+    clamp: bool,
+    affine: bool,
+) -> None:
+    torch.manual_seed(0)
+    module = _ChannelsLast(groups, clamp, affine).eval()
+    src = export_torch(module, tmp_path / "m.onnx", exporter, opset, (2, *spatial, 8), True)
+    out = tmp_path / "f.onnx"
+    (site,) = fuse_model(src, out).sites
+    assert (site.status, site.family, site.num_groups, site.channels) == (
+        "fused", "moments", groups, 8,
+    )  # fmt: skip
+    assert op_counts(out) == {"GroupNormalization": 1, "Transpose": 2}
+    x = np.random.default_rng(3).standard_normal((3, *spatial, 8)).astype(np.float32) * 2 + 1
+    gamma, beta = (p.detach().numpy() for p in (module.w, module.b)) if affine else (None, None)
+    want = group_norm_reference(x, groups, 1e-6, gamma, beta, channel_axis=-1)
+    assert relative_l2(run_ort(out, {"x": x})[0], want) <= 1e-5

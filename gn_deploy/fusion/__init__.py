@@ -17,6 +17,7 @@ from gn_deploy.fusion.graph import opset_version
 from gn_deploy.fusion.patch import MIN_IR_VERSION, Edits, patched_bytes
 from gn_deploy.fusion.recognizers import RECOGNIZERS
 from gn_deploy.fusion.recognizers.affine import absorb_affine, fold_silu, fold_upcast
+from gn_deploy.fusion.recognizers.round_trip import drop_batch_round_trip
 from gn_deploy.fusion.report import FOUND, FUSED, REFUSED, UNCHANGED, FuseReport, SiteReport
 from gn_deploy.fusion.site import GroupNormSite, Refusal
 from gn_deploy.fusion.suspicious import suspicious_parameters
@@ -60,6 +61,7 @@ def find_sites(model: ir.Model, emitter: Emitter) -> tuple[list[GroupNormSite], 
 
 def _complete(site: GroupNormSite, emitter: Emitter) -> GroupNormSite | Refusal:
     absorb_affine(site)
+    drop_batch_round_trip(site)
     fold_upcast(site)
     if emitter.folds_activation:
         fold_silu(site)

@@ -215,7 +215,8 @@ def _concat(node: ir.Node, inputs: list[np.ndarray | None]) -> np.ndarray | None
 def _gather(node: ir.Node, inputs: list[np.ndarray | None]) -> np.ndarray | None:
     data, indices = inputs[0], inputs[1]
     assert data is not None and indices is not None
-    return np.take(data, indices.astype(np.int64), axis=node.attributes.get_int("axis", 0))
+    taken = np.take(data, indices.astype(np.int64), axis=node.attributes.get_int("axis", 0))
+    return np.asarray(taken, dtype=data.dtype)  # a scalar index into a shape gives a bare Dim
 
 
 def _slice(node: ir.Node, inputs: list[np.ndarray | None]) -> np.ndarray | None:

@@ -204,6 +204,8 @@ def _channels_last_groups(
     groups, per_group = target[-2], target[-1]
     if not (isinstance(channels, int) and isinstance(groups, int) and isinstance(per_group, int)):
         return None
+    if per_group == -1 and groups > 0 and channels % groups == 0:  # x.reshape(..., G, -1)
+        per_group = channels // groups
     if groups <= 0 or per_group <= 0 or groups * per_group != channels:
         return None
     spatial = target[1:-2]

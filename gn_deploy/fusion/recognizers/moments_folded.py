@@ -25,7 +25,9 @@ from gn_deploy.fusion.recognizers.grouping import (
 )
 from gn_deploy.fusion.recognizers.moments import (
     Matched,
+    count_refusal,
     mean_of,
+    reduces_groups,
     rstd_of,
     variance_of,
 )
@@ -60,8 +62,13 @@ def _per_channel(const: np.ndarray | None, view: GroupedView) -> np.ndarray | No
 def _mean_times_inv(
     value: ir.Value | None, inv: ir.Value, seen: Matched, negated: bool
 ) -> ir.Value | None:
-    """m for ``m * inv`` (``-m * inv`` when ``negated``)."""
+    """m for ``m * inv`` (``-m * inv`` or ``-(m * inv)`` when ``negated``)."""
     node = value.producer() if value is not None else None
+    if negated and is_op(node, "Neg") and node is not None:
+        mean = _mean_times_inv(node.inputs[0], inv, seen, negated=False)
+        if mean is not None:
+            seen.add(node)
+        return mean
     for factor, other in _operands(node, "Mul"):
         if other is not inv:
             continue
@@ -96,27 +103,47 @@ def _shift(
     return (mean, None) if mean is not None else None
 
 
+def _gamma_and_rstd(
+    inv: ir.Value, view: GroupedView, seen: Matched
+) -> tuple[ir.Value | None, ir.Value]:
+    """(gamma or None, rstd) for ``inv``: ``rstd * gamma``, ``rstd`` broadcast by Expand
+    (TensorFlow's optimizer turns a multiplication by a gamma of ones into one), or ``rstd``."""
+    node = inv.producer()
+    if is_op(node, "Expand") and node is not None and node.inputs[0] is not None:
+        seen.add(node)
+        return None, node.inputs[0]
+    for a, b in _operands(node, "Mul"):
+        if fold(b, view.x) is not None:  # gamma, maybe reshaped to a shape read off x
+            seen.add(node)
+            return b, a
+    return None, inv
+
+
 def recognize(node: ir.Node, opset: int) -> GroupNormSite | Refusal | None:
     """Anchor: the final Add of ``xg * inv`` and the shift."""
-    return first_site(
-        _site(node, mul, inv, shift, view)  # type: ignore[arg-type]
+    candidates = [
+        (mul, inv, shift, view)
         for scaled, shift in _operands(node, "Add")
         for mul in [scaled.producer()]
+        if mul is not None
         for grouped, inv in _operands(mul, "Mul")
         for view in views_only(grouped_views(grouped, BOTH_LAYOUTS))
-    )
+    ]
+    # Views the statistics are taken in first: when none is a site, theirs is the telling reason.
+    candidates.sort(key=lambda c: not _statistics_in(c[1], c[2], c[3]))
+    return first_site(_site(node, *candidate) for candidate in candidates)
+
+
+def _statistics_in(inv: ir.Value, shift: ir.Value, view: GroupedView) -> bool:
+    shifted = _shift(shift, inv, Matched())
+    return shifted is not None and reduces_groups(shifted[0], view)
 
 
 def _site(
     node: ir.Node, mul: ir.Node, inv: ir.Value, shift: ir.Value, view: GroupedView
 ) -> GroupNormSite | Refusal | None:
     seen = Matched()
-    gamma_value, rstd = None, inv
-    for a, b in _operands(inv.producer(), "Mul"):
-        if fold(b, view.x) is not None:  # gamma, maybe reshaped to a shape read off x
-            gamma_value, rstd = b, a
-            seen.add(inv.producer())
-            break
+    gamma_value, rstd = _gamma_and_rstd(inv, view, seen)
     stats = rstd_of(rstd, seen)
     shifted = _shift(shift, inv, seen)
     if stats is None or shifted is None:
@@ -124,7 +151,8 @@ def _site(
     variance, epsilon, scale = stats
     mean, beta_value = shifted
     if not mean_of(mean, view, seen):
-        return refusal(node, "the subtracted statistic is not the mean of each group")
+        reason = count_refusal(mean, view)
+        return refusal(node, reason or "the subtracted statistic is not the mean of each group")
     if not variance_of(variance, view, seen):
         return refusal(node, "the divisor is not the population variance of each group")
     gamma = _per_channel(fold(gamma_value, view.x), view) if gamma_value is not None else None
