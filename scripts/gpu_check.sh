@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One call on a GPU machine (H100/H200, about 4 minutes): build for sm_90, the GPU tests, the
 # TensorRT plugin driven through its interfaces on the GPU (when TensorRT headers are given),
-# compute-sanitizer memcheck and racecheck on a short case list, `gn-deploy bench kernels`, then
-# Nsight Compute on the GN kernels of three benchmark shapes (GN_NCU=0 skips it; ncu.log).
+# compute-sanitizer memcheck and racecheck on a short case list, `gn-deploy bench kernels` (each
+# torch.compile peer proven compiled), then Nsight Compute on the GN kernels of three benchmark
+# shapes (GN_NCU=0 skips it; ncu.log).
 #   [TENSORRT_INCLUDE_DIR=/path/to/TensorRT/include] bash scripts/gpu_check.sh [OUTDIR]
 # OUTDIR defaults to $OUT when set, else build/gpu-check; each step leaves OUTDIR/STEP.log.
 # Then commit OUTDIR/kernels.md as docs/benchmarks/kernels.md with this command and the date.
@@ -40,7 +41,9 @@ if [ -x "$build/plugin_gpu_test" ]; then
 fi
 step memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 1 "$build/gn_sanitize_driver"
 step racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 1 "$build/gn_sanitize_driver"
-step bench 300 python3 -m gn_deploy.cli bench kernels -o "$out/kernels.md"
+# fails when a torch.compile peer did not run compiled (an `ERROR:` line in the table)
+step bench 300 bash -c "python3 -m gn_deploy.cli bench kernels -o $out/kernels.md \
+  && ! grep '^ERROR' $out/kernels.md"
 if [ "${GN_NCU:-1}" != 0 ] && command -v ncu >/dev/null; then
   # every GN kernel of two calls per shape (the first also pays for the lazy module load)
   step ncu 150 ncu --clock-control none --set full --kernel-name regex:'^(tiled|stats|normalize|onchip|cluster)_kernel' \

@@ -1,0 +1,106 @@
+"""`gn-deploy bench kernels` on the CPU: the torch.compile peer is compiled and proven compiled.
+
+torch.compile runs on the CPU with inductor and the system's C++ compiler, so the peer logic is
+tested here; the timing itself needs a GPU (scripts/gpu_check.sh).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gn_deploy.kernel_bench import CompiledPeer, Floor, Row, _summary
+
+torch: Any = pytest.importorskip("torch", reason="the torch.compile peer needs torch")
+group_norm = torch.nn.functional.group_norm
+
+
+def _inputs(side: int) -> tuple[Any, ...]:
+    return torch.randn(2, 8, side, side), 4, torch.rand(8) + 0.5, torch.randn(8)
+
+
+def test_peer_runs_compiled_code_on_every_call() -> None:
+    peer = CompiledPeer(torch, group_norm)
+    args = _inputs(4)
+    for _ in range(3):
+        out = peer(*args)
+    assert (peer.calls, peer.compiled_runs, peer.graphs) == (3, 3, 1)
+    assert peer.fallback() is None
+    torch.testing.assert_close(out, group_norm(*args))
+
+
+def test_peer_never_called_is_not_a_pass() -> None:
+    assert CompiledPeer(torch, group_norm).fallback() == "never called"
+
+
+def test_recompile_past_the_limit_is_caught() -> None:
+    # what the old bench did: one compiled function for every shape; past the recompile limit
+    # dynamo runs group_norm eagerly (a log warning, the right values, no error)
+    peer = CompiledPeer(torch, group_norm)
+    with torch._dynamo.config.patch(recompile_limit=1):
+        peer(*_inputs(4))
+        args = _inputs(5)
+        out = peer(*args)
+    torch.testing.assert_close(out, group_norm(*args))
+    assert (peer.calls, peer.compiled_runs) == (2, 1)
+    assert peer.fallback() == (
+        "2 calls ran 1 compiled graphs (1 compiled): dynamo fell back to eager or broke the graph"
+    )
+
+
+def test_a_new_torch_compile_shares_the_recompile_limit() -> None:
+    # every torch.compile of group_norm wraps the same code object: a fresh torch.compile alone
+    # does not avoid the limit, which is why each peer resets dynamo first
+    peer = CompiledPeer(torch, group_norm)
+    with torch._dynamo.config.patch(recompile_limit=1):
+        torch.compile(group_norm, dynamic=False)(*_inputs(4))
+        peer(*_inputs(5))
+    assert peer.compiled_runs == 0
+    assert peer.fallback() is not None
+
+
+def test_a_fresh_peer_per_shape_compiles_every_shape() -> None:
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for side in (3, 4, 5):
+            peer = CompiledPeer(torch, group_norm)
+            peer(*_inputs(side))
+            assert peer.fallback() is None, side
+
+
+def _row(name: str, layout: str, compiled_us: float, fallback: str | None = None) -> Row:
+    floor = Floor(copy_gbs=4000.0, empty_us=1.0, l2_bytes=60 << 20)
+    return Row(
+        name,
+        layout,
+        "float16",
+        128.0,
+        "tiled",
+        160.0,
+        162.0,
+        230.0,
+        1900.0,
+        compiled_us,
+        floor,
+        fallback,
+    )
+
+
+def test_a_row_without_a_compiled_peer_is_marked_invalid() -> None:
+    bad = _row("sd-vae-512", "NHWC", 1885.0, "2 calls ran 1 compiled graphs")
+    cells = [c.strip() for c in bad.markdown().split("|")]
+    assert cells[12:14] == ["NOT COMPILED", "invalid"]
+    assert "1885.0" not in bad.markdown()
+    good = _row("sd-vae-512", "NCHW", 640.0)
+    assert [c.strip() for c in good.markdown().split("|")][12:14] == ["640.0", "4.00x"]
+    summary = _summary([good, bad])
+    assert (
+        "- >= 1.0x the best torch peer: worst 4.00x (1 rows without a valid torch.compile time)"
+        in summary
+    )
+    assert summary[-1] == (
+        "ERROR: torch.compile did not run compiled on sd-vae-512 NHWC: " + bad.compiled_fallback
+    )
+    valid = _summary([good, _row("sd-vae-512", "NHWC", 700.0)])
+    assert not any(line.startswith("ERROR") for line in valid)
+    assert "- >= 1.0x the best torch peer: worst 4.00x" in valid
