@@ -72,17 +72,23 @@ cudaLaunchConfig_t launch_config(const gn_plan& plan, cudaStream_t stream,
   return config;
 }
 
+// Clusters of `blocks` blocks along x.
+cudaLaunchAttribute cluster_attribute(int32_t blocks) {
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = static_cast<unsigned>(blocks);
+  attribute.val.clusterDim.y = 1;
+  attribute.val.clusterDim.z = 1;
+  return attribute;
+}
+
 template <typename T, int VEC>
 gn_status launch_cluster(const gn_plan& plan, const T* x, const float* gamma, const float* beta,
                          T* y, const Geometry& geo, float eps, bool act, cudaStream_t stream) {
   if (allow_smem<gn::cluster_kernel<T, VEC>>(plan.smem_bytes) != cudaSuccess) {
     return GN_ERROR_CUDA;
   }
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeClusterDimension;
-  attribute.val.clusterDim.x = static_cast<unsigned>(plan.chunks);
-  attribute.val.clusterDim.y = 1;
-  attribute.val.clusterDim.z = 1;
+  cudaLaunchAttribute attribute = cluster_attribute(plan.chunks);
   const cudaLaunchConfig_t config = launch_config(plan, stream, &attribute);
   return cuda_status(
       cudaLaunchKernelEx(&config, gn::cluster_kernel<T, VEC>, x, gamma, beta, y, geo, eps, act));
@@ -138,16 +144,10 @@ cudaError_t launch_registers(const gn_params& p, const gn_plan& plan, const T* x
   const auto row_vectors = static_cast<int32_t>(row / plan.vec);
   auto* kernel = nhwc ? register_kernel_for<T, true>(plan.tiles)
                       : register_kernel_for<T, false>(plan.tiles);
-  cudaLaunchAttribute attribute{};
-  if (plan.chunks > 1) {
-    attribute.id = cudaLaunchAttributeClusterDimension;
-    attribute.val.clusterDim.x = static_cast<unsigned>(plan.chunks);
-    attribute.val.clusterDim.y = 1;
-    attribute.val.clusterDim.z = 1;
-  } else {
-    attribute.id = cudaLaunchAttributeCooperative;
-    attribute.val.cooperative = 0;
-  }
+  cudaLaunchAttribute attribute{};  // no cluster for one block per group (any GPU)
+  attribute.id = cudaLaunchAttributeCooperative;
+  attribute.val.cooperative = 0;
+  if (plan.chunks > 1) attribute = cluster_attribute(plan.chunks);
   const cudaLaunchConfig_t config = launch_config(plan, stream, &attribute);
   return cudaLaunchKernelEx(&config, kernel, x, gamma, beta, y, geometry_of(p), row_vectors,
                             plan.chunks, p.epsilon, p.activation == GN_ACT_SILU);
