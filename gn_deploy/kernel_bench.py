@@ -185,49 +185,73 @@ class Row:
         )
 
 
-def _planned_path(shape: tuple, layout: str) -> str:
+def _params(shape: tuple, layout: str) -> Any:
     from gn_deploy import kernels as k
 
     _, n, c, spatial, g, dtype = shape
-    params = k.make_params(
+    return k.make_params(
         n, c, math.prod(spatial), g, layout=k.Layout[layout], dtype=k.DType[dtype.upper()]
     )
-    plan = k.plan(params, k.query_device())
+
+
+def _planned_path(shape: tuple, layout: str) -> str:
+    from gn_deploy import kernels as k
+
+    plan = k.plan(_params(shape, layout), k.query_device())
     return k.LaunchPath(plan.path).name.lower()
+
+
+@dataclass
+class Inputs:
+    """Buffers for one shape and layout, rotated past L2 (`sets` of each)."""
+
+    xs: list[Any]  # torch's view: [N, C, *spatial], channels-last memory for NHWC
+    ours: list[Any]  # the same memory as our kernels see it ([N, *spatial, C] for NHWC)
+    ys: list[Any]
+    gamma: Any
+    beta: Any
+    nbytes: int
+
+    def ours_fn(self, g: int, layout: str, path: Any) -> Callable[[int], object]:
+        """Call i of our kernel on buffer set i, on a forced path (or the planner's)."""
+        from gn_deploy.kernels import group_norm
+
+        sets = len(self.xs)
+
+        def run(i: int) -> object:
+            x, y = self.ours[i % sets], self.ys[i % sets]
+            return group_norm(x, g, self.gamma, self.beta, layout=layout, out=y, path=path)
+
+        return run
+
+
+def make_inputs(torch: Any, shape: tuple, layout: str, l2_bytes: int) -> Inputs:
+    _, n, c, spatial, _, dtype_name = shape
+    dtype = getattr(torch, dtype_name)
+    nbytes = n * c * math.prod(spatial) * dtype.itemsize
+    sets = max(2, math.ceil(3 * l2_bytes / nbytes))
+    gamma = torch.rand(c, device="cuda") + 0.5
+    beta = torch.randn(c, device="cuda")
+    xs = [torch.randn((n, c, *spatial), device="cuda").to(dtype) for _ in range(sets)]
+    ours = xs
+    if layout == "NHWC":
+        fmt = torch.channels_last if len(spatial) == 2 else torch.channels_last_3d
+        xs = [x.contiguous(memory_format=fmt) for x in xs]
+        ours = [x.movedim(1, -1) for x in xs]  # the same memory seen as [N, *spatial, C]
+    return Inputs(xs, ours, [torch.empty_like(x) for x in ours], gamma, beta, nbytes)
 
 
 def measure_row(torch: Any, shape: tuple, layout: str, repeat: int, floor: Floor) -> Row:
     """One shape and layout: ours (graph and single launch), torch eager, torch.compile."""
-    from gn_deploy.kernels import LaunchPath, group_norm
+    from gn_deploy.kernels import LaunchPath
 
-    name, n, c, spatial, g, dtype_name = shape
+    name, _, _, _, g, dtype_name = shape
+    inputs = make_inputs(torch, shape, layout, floor.l2_bytes)
+    xs, sets = inputs.xs, len(inputs.xs)
     dtype = getattr(torch, dtype_name)
-    nbytes = n * c * math.prod(spatial) * dtype.itemsize
-    sets = max(2, math.ceil(3 * floor.l2_bytes / nbytes))
-    gamma = torch.rand(c, device="cuda") + 0.5
-    beta = torch.randn(c, device="cuda")
-    xs = [torch.randn((n, c, *spatial), device="cuda").to(dtype) for _ in range(sets)]
-    ours_in = xs
-    if layout == "NHWC":
-        fmt = torch.channels_last if len(spatial) == 2 else torch.channels_last_3d
-        xs = [x.contiguous(memory_format=fmt) for x in xs]
-        ours_in = [x.movedim(1, -1) for x in xs]  # the same memory seen as [N, *spatial, C]
-    ys = [torch.empty_like(x) for x in ours_in]
-    g_w, b_w = gamma.to(dtype), beta.to(dtype)
-
-    def ours(i: int) -> object:
-        return group_norm(ours_in[i % sets], g, gamma, beta, layout=layout, out=ys[i % sets])
-
-    def two_pass(i: int) -> object:
-        return group_norm(
-            ours_in[i % sets],
-            g,
-            gamma,
-            beta,
-            layout=layout,
-            out=ys[i % sets],
-            path=LaunchPath.STREAM,
-        )
+    g_w, b_w = inputs.gamma.to(dtype), inputs.beta.to(dtype)
+    ours = inputs.ours_fn(g, layout, LaunchPath.AUTO)
+    two_pass = inputs.ours_fn(g, layout, LaunchPath.STREAM)
 
     def eager(i: int) -> object:
         return torch.nn.functional.group_norm(xs[i % sets], g, g_w, b_w)
@@ -241,7 +265,7 @@ def measure_row(torch: Any, shape: tuple, layout: str, repeat: int, floor: Floor
         name,
         layout,
         dtype_name,
-        nbytes / 2**20,
+        inputs.nbytes / 2**20,
         _planned_path(shape, layout),
         _graph_ms(torch, ours, repeat) * 1e3,
         _events_ms(torch, ours, repeat) * 1e3,
@@ -284,12 +308,72 @@ def fallback_errors(rows: list[Row]) -> list[str]:
     ]
 
 
-def bench_kernels(repeat: int) -> str:
+def _cuda_torch() -> Any:
     from gn_deploy.export import require_torch
 
     torch = require_torch()
     if not torch.cuda.is_available():
         raise GnDeployError("bench kernels needs a CUDA GPU (torch.cuda.is_available() is False)")
+    return torch
+
+
+# Every launch path a test or benchmark can force (gn_forward_path), candidates included.
+FORCED_PATHS = ("ONCHIP", "CLUSTER", "STREAM", "TILED", "REGISTERS")
+
+
+def bench_paths(repeat: int) -> str:
+    """Every launch path forced on every benchmark shape and layout, beside the planner's choice:
+    graph-replay us per call (as `bench kernels`), `refused` where the path cannot serve the
+    shape. What decides whether a candidate path becomes a default."""
+    from gn_deploy import kernels as k
+
+    torch = _cuda_torch()
+    props = torch.cuda.get_device_properties(0)
+    device = k.query_device()
+    head = [
+        f"command: `python3 scripts/bench_paths.py --repeat {repeat}`",
+        f"date: {datetime.date.today().isoformat()}; GPU: {props.name} "
+        f"({props.multi_processor_count} SMs); torch {torch.__version__}",
+        "",
+        f"us per call: median over replays of a CUDA graph of {GRAPH_CALLS} calls, inputs "
+        "rotated past 3x L2. `registers plan`: blocks per group x threads x 16-byte vectors "
+        "per thread.",
+        "",
+        "| shape | layout | MiB | planner | "
+        + " | ".join(f"{p.lower()} us" for p in FORCED_PATHS)
+        + " | best | registers plan |",
+        "|---|---|---|---|" + "---|" * (len(FORCED_PATHS) + 2),
+    ]
+    rows = []
+    for shape in KERNEL_SHAPES:
+        for layout in ("NCHW", "NHWC"):
+            print(f"bench paths: {shape[0]} {layout}", file=sys.stderr, flush=True)
+            inputs = make_inputs(torch, shape, layout, props.L2_cache_size)
+            mib = inputs.nbytes / 2**20
+            times: dict[str, float] = {}
+            registers = "refused"
+            for name in FORCED_PATHS:
+                path = k.LaunchPath[name]
+                try:
+                    plan = k.plan(_params(shape, layout), device, path)
+                except k.KernelError:
+                    continue
+                if path == k.LaunchPath.REGISTERS:
+                    registers = f"{plan.chunks} x {plan.threads} x {plan.tiles}"
+                times[name] = _graph_ms(torch, inputs.ours_fn(shape[4], layout, path), repeat)
+            del inputs
+            torch.cuda.empty_cache()
+            cells = [f"{times[p] * 1e3:.1f}" if p in times else "refused" for p in FORCED_PATHS]
+            best = min(times, key=times.__getitem__).lower()
+            rows.append(
+                f"| {shape[0]} | {layout} | {mib:.1f} | "
+                f"{_planned_path(shape, layout)} | {' | '.join(cells)} | {best} | {registers} |"
+            )
+    return "\n".join(head + rows)
+
+
+def bench_kernels(repeat: int) -> str:
+    torch = _cuda_torch()
     props = torch.cuda.get_device_properties(0)
     floor = measure_floor(torch, repeat)
     rows = []

@@ -6,11 +6,14 @@ tested here; the timing itself needs a GPU (scripts/gpu_check.sh).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from gn_deploy.kernel_bench import CompiledPeer, Floor, Row, _summary
+from gn_deploy.errors import GnDeployError
+from gn_deploy.kernel_bench import CompiledPeer, Floor, Row, _summary, bench_paths
+from tests.kernel_support import needs_library
 
 torch: Any = pytest.importorskip("torch", reason="the torch.compile peer needs torch")
 group_norm = torch.nn.functional.group_norm
@@ -104,3 +107,65 @@ def test_a_row_without_a_compiled_peer_is_marked_invalid() -> None:
     valid = _summary([good, _row("sd-vae-512", "NHWC", 700.0)])
     assert not any(line.startswith("ERROR") for line in valid)
     assert "- >= 1.0x the best torch peer: worst 4.00x" in valid
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_bench_paths_without_gpu_is_a_clear_error() -> None:
+    with pytest.raises(GnDeployError, match="needs a CUDA GPU"):
+        bench_paths(1)
+
+
+@needs_library
+def test_bench_paths_times_every_path_that_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the table logic without a GPU: an H200 description, and each path "timed" at a fixed
+    # value (registers fastest)
+    from gn_deploy import kernel_bench as kb
+    from gn_deploy import kernels as k
+
+    h200 = k.Device(132, 232448, 9, 0, 233472, k.Feature.CLUSTER | k.Feature.COOPERATIVE)
+    props = SimpleNamespace(name="H200", multi_processor_count=132, L2_cache_size=60 << 20)
+    cuda = SimpleNamespace(get_device_properties=lambda _: props, empty_cache=lambda: None)
+    ms = {"ONCHIP": 0.004, "CLUSTER": 0.003, "STREAM": 0.005, "TILED": 0.006, "REGISTERS": 0.002}
+
+    class Inputs:
+        nbytes = 5 << 20
+
+        def ours_fn(self, g: int, layout: str, path: k.LaunchPath) -> Any:
+            return lambda i: ms[path.name]
+
+    monkeypatch.setattr(kb, "_cuda_torch", lambda: SimpleNamespace(cuda=cuda, __version__="x"))
+    monkeypatch.setattr(k, "query_device", lambda: h200)
+    monkeypatch.setattr(kb, "make_inputs", lambda *args: Inputs())
+    monkeypatch.setattr(kb, "_graph_ms", lambda torch, fn, repeat: fn(0))
+    names = {shape[0] for shape in kb.KERNEL_SHAPES}
+    rows = {
+        tuple(cells[1:3]): cells[3:]
+        for line in kb.bench_paths(1).splitlines()
+        if line.split("|")[1:2] and line.split("|")[1].strip() in names
+        for cells in [[c.strip() for c in line.split("|")]]
+    }
+    # sd-unet-64: 64 groups of 5120 vectors; NHWC has 10 channels per group (a vector would
+    # span two groups), which only the stream and tiled paths serve among the vector paths
+    assert rows[("sd-unet-64", "NCHW")][:9] == [
+        "5.0",
+        "tiled",
+        "4.0",
+        "3.0",
+        "5.0",
+        "6.0",
+        "2.0",
+        "registers",
+        "2 x 320 x 8",
+    ]
+    nhwc = rows[("sd-unet-64", "NHWC")]
+    assert nhwc[6:9] == ["refused", "cluster", "refused"]
+    # an 8 MiB fp16 group is beyond every per-group path
+    assert rows[("sdxl-vae-1024", "NCHW")][2:9] == [
+        "refused",
+        "refused",
+        "5.0",
+        "6.0",
+        "refused",
+        "stream",
+        "refused",
+    ]
