@@ -351,6 +351,7 @@ def bench_paths(repeat: int) -> str:
             inputs = make_inputs(torch, shape, layout, props.L2_cache_size)
             mib = inputs.nbytes / 2**20
             times: dict[str, float] = {}
+            cells = dict.fromkeys(FORCED_PATHS, "refused")
             registers = "refused"
             for name in FORCED_PATHS:
                 path = k.LaunchPath[name]
@@ -360,14 +361,21 @@ def bench_paths(repeat: int) -> str:
                     continue
                 if path == k.LaunchPath.REGISTERS:
                     registers = f"{plan.chunks} x {plan.threads} x {plan.tiles}"
-                times[name] = _graph_ms(torch, inputs.ours_fn(shape[4], layout, path), repeat)
+                try:
+                    ms = _graph_ms(torch, inputs.ours_fn(shape[4], layout, path), repeat)
+                except k.KernelError as exc:  # a candidate that fails to launch: said, not timed
+                    cells[name] = f"FAILED ({exc.status.name})"
+                    print(f"bench paths: {name.lower()}: {exc}", file=sys.stderr, flush=True)
+                    continue
+                times[name] = ms
+                cells[name] = f"{ms * 1e3:.1f}"
             del inputs
             torch.cuda.empty_cache()
-            cells = [f"{times[p] * 1e3:.1f}" if p in times else "refused" for p in FORCED_PATHS]
-            best = min(times, key=times.__getitem__).lower()
+            best = min(times, key=times.__getitem__).lower() if times else "none"
             rows.append(
                 f"| {shape[0]} | {layout} | {mib:.1f} | "
-                f"{_planned_path(shape, layout)} | {' | '.join(cells)} | {best} | {registers} |"
+                f"{_planned_path(shape, layout)} | {' | '.join(cells.values())} | {best} | "
+                f"{registers} |"
             )
     return "\n".join(head + rows)
 
