@@ -161,3 +161,13 @@ def test_register_kernel_moves_each_vector_once_in_16_bytes() -> None:
         assert "UCGABAR_WAIT" in sass, f"{name}: no cluster barrier"
     assert len(shared_loads) == 6
     assert all(len(counts) == 1 for counts in shared_loads.values()), shared_loads
+
+
+def test_register_kernel_has_every_load_in_flight_before_using_x() -> None:
+    # no arithmetic between a thread's first and last 16-byte load: one memory latency, not VPT
+    for name, sass in _kernel(r"register_kernel"):
+        lines = [line for line in sass.splitlines() if re.search(r"/\*[0-9a-f]{4}\*/", line)]
+        loads = [i for i, line in enumerate(lines) if re.search(r"\bLDG\.E\.128\b", line)]
+        between = lines[loads[0] : loads[-1]]
+        used = [line for line in between if re.search(r"\b(FADD|FFMA|FMUL|HADD2)\b", line)]
+        assert not used, f"{name}: x used before its last load is issued: {used[0].strip()}"

@@ -53,7 +53,10 @@ __global__ void __launch_bounds__(kRegisterMaxThreads)
   int64_t v0, v1;
   chunk_range(geo.elems / VEC, cluster_size, static_cast<int>(blockIdx.x % cluster_size), &v0,
               &v1);
-  // This thread's vectors are v0 + threadIdx.x + k * blockDim.x for k < valid.
+  // This thread's vectors are v0 + threadIdx.x + k * blockDim.x for k < valid. Counting them
+  // up front (rather than testing each index) lets every load issue before the first use on
+  // every variant (the SASS test checks it; with a test per index, ptxas sank two of the fp32
+  // 8-vector loads to their first use).
   const int32_t first = static_cast<int32_t>(v0) + static_cast<int32_t>(threadIdx.x);
   const int32_t stride = static_cast<int32_t>(blockDim.x);
   const int32_t end = static_cast<int32_t>(v1);
@@ -63,27 +66,25 @@ __global__ void __launch_bounds__(kRegisterMaxThreads)
   const float* gamma_g = gamma + first_channel;
   const float* beta_g = beta + first_channel;
 
+  const int valid = first < end ? min(VPT, (end - first + stride - 1) / stride) : 0;
   uint4 raw[VPT];
 #pragma unroll
   for (int k = 0; k < VPT; ++k) {
-    const int32_t v = first + k * stride;
-    if (v < end) {
-      const VectorPlace<VEC, NHWC> place(geo.channels, v, row_vectors);
+    if (k < valid) {
+      const VectorPlace<VEC, NHWC> place(geo.channels, first + k * stride, row_vectors);
       raw[k] = __ldg(reinterpret_cast<const uint4*>(xg + place.offset));
     }
   }
 
   // This thread's statistics, exact two passes over its registers.
   float sum = 0.0f;
-  int valid = 0;
 #pragma unroll
   for (int k = 0; k < VPT; ++k) {
-    if (first + k * stride < end) {
+    if (k < valid) {
       float f[VEC];
       unpack<T, VEC>(raw[k], f);
 #pragma unroll
       for (int j = 0; j < VEC; ++j) sum += f[j];
-      ++valid;
     }
   }
   const float count = static_cast<float>(valid * VEC);
