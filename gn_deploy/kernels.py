@@ -55,6 +55,7 @@ class LaunchPath(enum.IntEnum):
     CLUSTER = 2
     TILED = 3
     EMPTY = 4
+    REGISTERS = 5  # a candidate, only on request: never the planner's choice yet
 
 
 class Feature(enum.IntFlag):

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from gn_deploy import kernels as k
-from tests.kernel_support import cuda_available, needs_library
+from tests.kernel_support import REGISTER_PATH_SHAPES, cuda_available, needs_library
 
 pytestmark = needs_library
 H200 = k.Device(132, 232448, 9, 0, 233472, k.Feature.CLUSTER | k.Feature.COOPERATIVE)
@@ -198,6 +198,101 @@ def test_forced_paths_refuse_what_they_cannot_serve() -> None:
         k.plan(k.make_params(2, 320, 4096, 32), A100, k.LaunchPath.CLUSTER)
     assert err.value.status == k.Status.INVALID_PATH
     assert k.plan(big, H200, k.LaunchPath.STREAM).path == k.LaunchPath.STREAM
+
+
+# The registers path (a candidate): every benchmark shape it serves, a group in one block on
+# any GPU (N*G >= SMs), and groups at the limits of one block and of a 2-block cluster.
+REGISTER_SHAPES = [
+    *TILED_SHAPES,
+    (8, 320, 64 * 64, 32, k.DType.FLOAT16, k.Layout.NCHW),
+    (1, 8, 8192, 1, k.DType.FLOAT16, k.Layout.NCHW),  # 8192 vectors: one full block
+    (1, 8, 8200, 1, k.DType.FLOAT16, k.Layout.NCHW),  # one vector more
+    (1, 8, 16384, 1, k.DType.FLOAT16, k.Layout.NCHW),  # 16384 vectors: a full cluster
+    (1, 4, 16388, 1, k.DType.FLOAT32, k.Layout.NCHW),  # one vector more
+    (3, 96, 7, 12, k.DType.FLOAT32, k.Layout.NHWC),
+]
+
+
+def _register_plan(shape: tuple, device: k.Device, aligned: bool = True) -> k.Plan | None:
+    n, c, spatial, g, dtype, layout = shape
+    params = k.make_params(n, c, spatial, g, layout=layout, dtype=dtype)
+    try:
+        return k.plan(params, device, k.LaunchPath.REGISTERS, aligned)
+    except k.KernelError as err:
+        assert err.status == k.Status.INVALID_PATH
+        return None
+
+
+@pytest.mark.parametrize("shape", REGISTER_SHAPES)
+@pytest.mark.parametrize("device", [H200, A100], ids=["h200", "a100"])
+def test_registers_plan_covers_every_vector_of_a_group(shape: tuple, device: k.Device) -> None:
+    n, c, spatial, g, dtype, layout = shape
+    esize = 4 if dtype == k.DType.FLOAT32 else 2
+    vec = 16 // esize
+    per_group = c // g
+    within = per_group % vec == 0 if layout == k.Layout.NHWC else spatial % vec == 0
+    vectors = per_group * spatial // vec
+    max_chunks = 2 if device.features & k.Feature.CLUSTER else 1
+    plan = _register_plan(shape, device)
+    assert (plan is not None) == (within and vectors <= 8192 * max_chunks)
+    if plan is None:
+        return
+    assert plan.path == k.LaunchPath.REGISTERS and plan.vec == vec
+    assert plan.chunks in range(1, max_chunks + 1) and plan.blocks == n * g * plan.chunks
+    assert plan.tiles in (1, 2, 4, 8)
+    assert plan.threads % 32 == 0 and 32 <= plan.threads <= 1024
+    # each block's threads hold its share of the group, with no warp to spare; a thread holds
+    # more vectors only where the block would otherwise pass 512 threads
+    per_block = -(-vectors // plan.chunks)
+    assert plan.threads * plan.tiles >= per_block > (plan.threads - 32) * plan.tiles
+    assert plan.tiles == 8 or plan.threads <= 512
+    assert plan.tiles == 1 or -(-per_block // (plan.tiles // 2)) > 512
+    # nothing on the device besides registers: no staging, no workspace
+    assert plan.smem_bytes == 0 and plan.workspace_bytes == 0
+    # two blocks per group exactly where one per group would leave SMs idle or not fit
+    wants_two = n * g < device.sm_count or vectors > 8192
+    assert plan.chunks == (2 if max_chunks == 2 and wants_two else 1)
+
+
+def test_registers_plan_of_sd_unet_64() -> None:
+    # 64 groups of 5120 fp16 vectors on 132 SMs: a 2-block cluster per group, 8 vectors each
+    plan = _register_plan((2, 320, 64 * 64, 32, k.DType.FLOAT16, k.Layout.NCHW), H200)
+    assert plan is not None
+    assert (plan.chunks, plan.blocks, plan.threads, plan.tiles) == (2, 128, 320, 8)
+    plan = _register_plan((2, 320, 64 * 64, 32, k.DType.FLOAT16, k.Layout.NCHW), A100)
+    assert plan is not None and (plan.chunks, plan.threads, plan.tiles) == (1, 640, 8)
+
+
+@pytest.mark.parametrize("dtype", [k.DType.FLOAT32, k.DType.FLOAT16, k.DType.BFLOAT16])
+@pytest.mark.parametrize("layout", [k.Layout.NCHW, k.Layout.NHWC])
+def test_gpu_shapes_run_every_register_variant(dtype: int, layout: int) -> None:
+    # tests/test_kernels_gpu.py forces the registers path on these shapes: on an H200 they run
+    # every vectors-per-thread variant and both block counts per group
+    plans = [
+        _register_plan((n, c, math.prod(spatial), g, dtype, layout), H200)
+        for n, c, spatial, g in REGISTER_PATH_SHAPES
+    ]
+    assert all(plan is not None for plan in plans)
+    assert {plan.tiles for plan in plans if plan is not None} == {1, 2, 4, 8}
+    assert {plan.chunks for plan in plans if plan is not None} == {1, 2}
+
+
+def test_registers_path_is_only_on_request() -> None:
+    # a candidate until a GPU run records it passing: the planner never picks it
+    for n, c, spatial, g, dtype, layout in REGISTER_SHAPES:
+        params = k.make_params(n, c, spatial, g, layout=layout, dtype=dtype)
+        for device in (H200, A100):
+            for aligned in (True, False):
+                assert k.plan(params, device, aligned=aligned).path != k.LaunchPath.REGISTERS
+
+
+def test_registers_path_needs_aligned_16_byte_vectors() -> None:
+    shape = (2, 320, 64 * 64, 32, k.DType.FLOAT16, k.Layout.NCHW)
+    assert _register_plan(shape, H200, aligned=False) is None
+    # sd-unet-64 NHWC: 10 channels per group, so a vector would span two groups
+    assert _register_plan((2, 320, 4096, 32, k.DType.FLOAT16, k.Layout.NHWC), H200) is None
+    # 7x7 positions: an NCHW vector would span two channels
+    assert _register_plan((2, 64, 49, 8, k.DType.FLOAT16, k.Layout.NCHW), H200) is None
 
 
 @pytest.mark.parametrize(("n", "spatial"), [(0, 64), (2, 0), (0, 0)])

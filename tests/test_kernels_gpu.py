@@ -12,7 +12,7 @@ import pytest
 
 from gn_deploy import kernels as k
 from gn_deploy.reference import group_norm_reference, relative_l2, tolerance_for
-from tests.kernel_support import needs_gpu
+from tests.kernel_support import REGISTER_PATH_SHAPES, needs_gpu
 
 pytestmark = needs_gpu
 
@@ -32,13 +32,20 @@ SHAPES = [
     (1, 128, (512, 512), 32),
 ]
 DTYPES = ["float32", "float16", "bfloat16"]
-PATHS = [k.LaunchPath.ONCHIP, k.LaunchPath.CLUSTER, k.LaunchPath.STREAM, k.LaunchPath.TILED]
+PATHS = [
+    k.LaunchPath.ONCHIP,
+    k.LaunchPath.CLUSTER,
+    k.LaunchPath.STREAM,
+    k.LaunchPath.TILED,
+    k.LaunchPath.REGISTERS,
+]
 # Per-element bound on |y - reference| / (1 + |reference|): output rounding plus fp32 statistics.
 ELEMENT_TOLERANCE = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1e-2}
 # Shapes for the forced-path tests: small, channels per group not a multiple of 8, odd
 # positions, groups larger than one block's shared memory.
 PATH_SHAPES = [
     (2, 64, (16, 16), 8),
+    (2, 96, (12, 12), 6),
     (1, 320, (24, 24), 32),
     (2, 40, (7, 7), 4),
     (1, 64, (256, 256), 4),
@@ -244,13 +251,51 @@ def test_unaligned_pointers(path: k.LaunchPath, dtype: str, layout: str) -> None
     shifted.copy_(x)
     out = torch.empty(x.numel() + 1, dtype=x.dtype, device=x.device)[1:].view(x.shape)
     if not _serves(shape, dtype, layout, path, aligned=False):
-        assert path == k.LaunchPath.TILED or path == k.LaunchPath.CLUSTER
+        assert path in (k.LaunchPath.TILED, k.LaunchPath.CLUSTER, k.LaunchPath.REGISTERS)
         with pytest.raises(k.KernelError, match="INVALID_PATH"):
             k.group_norm(shifted, g, gamma, beta, layout=layout, out=out, path=path)
         return
     y = k.group_norm(shifted, g, gamma, beta, layout=layout, out=out, path=path)
     ref = _reference(x, gamma, beta, g, layout, False)
     assert _max_element_error(y, ref) <= ELEMENT_TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("silu", [False, True], ids=["plain", "silu"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", REGISTER_PATH_SHAPES, ids=_shape_id)
+def test_registers_path_matches_reference(
+    shape: tuple, dtype: str, layout: str, silu: bool
+) -> None:
+    # every vectors-per-thread variant, one block and a 2-block cluster per group
+    x, gamma, beta, g = _case(shape, dtype, layout, seed=1)
+    y = _run(x, g, gamma, beta, layout, silu, k.LaunchPath.REGISTERS)
+    ref = _reference(x, gamma, beta, g, layout, silu)
+    assert relative_l2(y.double().cpu().numpy(), ref) <= tolerance_for(dtype)
+    assert _max_element_error(y, ref) <= ELEMENT_TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("shape", [(2, 320, (64, 64), 40), (6, 1024, (16, 16), 32)], ids=_shape_id)
+def test_registers_path_is_deterministic_and_captured(shape: tuple, layout: str) -> None:
+    # a 2-block cluster per group, then one block per group (N*G >= SMs on an H200)
+    import torch
+
+    x, gamma, beta, g = _case(shape, "float16", layout)
+    path = k.LaunchPath.REGISTERS
+    first = k.group_norm(x, g, gamma, beta, silu=True, layout=layout, path=path)
+    for _ in range(3):
+        again = k.group_norm(x, g, gamma, beta, silu=True, layout=layout, path=path)
+        assert torch.equal(again, first)
+    y = torch.empty_like(x)
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+        k.group_norm(x, g, gamma, beta, silu=True, layout=layout, out=y, path=path)
+    y.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, first)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -312,3 +357,23 @@ def test_more_than_2_pow_31_elements(layout: str) -> None:
         err = ((out_first[0, group].double() - ref).abs() / (1 + ref.abs())).max().item()
         assert err <= ELEMENT_TOLERANCE["float16"], f"group {group}: {err:.2e}"
         del xs, ref
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_registers_path_past_2_pow_31_elements(layout: str) -> None:
+    import torch
+
+    # 2^31 + 2^16 fp16 elements in 131076 groups of 16 x 1024: the last sample starts at 2^31
+    n, c, s, g = 32769, 64, 1024, 4
+    torch.manual_seed(0)
+    shape = (n, c, s) if layout == "NCHW" else (n, s, c)
+    x = torch.randn(shape, device="cuda", dtype=torch.float16) + 3
+    y = k.group_norm(x, g, layout=layout, path=k.LaunchPath.REGISTERS)
+    last_x, last_y = (x[-1], y[-1]) if layout == "NCHW" else (x[-1].T, y[-1].T)
+    xs = last_x.reshape(g, -1).double()
+    ref = (xs - xs.mean(1, keepdim=True)) / torch.sqrt(
+        xs.var(1, unbiased=False, keepdim=True) + 1e-5
+    )
+    err = ((last_y.reshape(g, -1).double() - ref).abs() / (1 + ref.abs())).max().item()
+    assert err <= ELEMENT_TOLERANCE["float16"]

@@ -2,7 +2,8 @@
 
 Every vector specialisation moves x in 16-byte accesses (LDG.E.128, or LDGSTS.*.128 copies into
 shared memory, read back as LDS.128), no kernel touches local memory (LDL/STL: spills or a
-stack array), and SiLU's exponential carries no subnormal guard.
+stack array), and SiLU's exponential carries no subnormal guard. The register kernel (a
+candidate path) loads and stores each of a thread's vectors exactly once, in 16 bytes.
 cuobjdump and the nvdisasm it calls come from PyPI (nvidia-cuda-cuobjdump, nvidia-cuda-nvdisasm,
 in the dev extra).
 """
@@ -75,6 +76,7 @@ def test_the_library_holds_every_kernel_for_hopper() -> None:
         for t in ("If", "I6__half", "I13__nv_bfloat16"):
             assert re.search(rf"{kernel}{t}Li(1|4|8)E", names), f"{kernel} {t} missing"
     assert len(_kernel(r"tiled_kernel")) == 6  # 3 dtypes x 2 layouts
+    assert len(_kernel(r"register_kernel")) == 24  # 3 dtypes x 4 vectors per thread x 2 layouts
 
 
 WIDE_LOAD = re.compile(r"\b(LDG\.E\.128|LDGSTS\.E(\.\w+)*\.128)\b")
@@ -88,6 +90,7 @@ NARROW_HALF_LOAD = re.compile(r"\bLDG\.E\.U16\b")
         r"(onchip|cluster|stats|normalize)_kernelI6__halfLi8E",
         r"(onchip|cluster|stats|normalize)_kernelI13__nv_bfloat16Li8E",
         r"tiled_kernel",
+        r"register_kernel",
     ],
 )
 def test_vector_kernels_load_x_in_16_byte_accesses(pattern: str) -> None:
@@ -131,7 +134,7 @@ def test_staged_tiles_are_read_back_in_16_byte_vectors(pattern: str, no_split: b
 def test_silu_exponential_has_no_subnormal_guard() -> None:
     # __expf's non-flushing 2^x: compare with -126, halve, square; 1 + e makes it moot
     guard = re.compile(r"FSETP\.GEU\.AND P\d, PT, R\d+, -126, PT")
-    for name, sass in _kernel(r"(tiled|onchip|cluster|normalize)_kernel"):
+    for name, sass in _kernel(r"(tiled|onchip|cluster|normalize|register)_kernel"):
         assert "MUFU.EX2" in sass, f"{name}: no exponential (SiLU) found"
         assert not guard.search(sass), f"{name}: subnormal guard around 2^x"
 
@@ -139,3 +142,32 @@ def test_silu_exponential_has_no_subnormal_guard() -> None:
 def test_tiled_kernel_stores_y_streaming_in_16_bytes() -> None:
     for name, sass in _kernel(r"tiled_kernel"):
         assert re.search(r"\bSTG\.E\.EF\.128\b", sass), f"{name}: no 16-byte streaming store"
+
+
+def test_register_kernel_moves_each_vector_once_in_16_bytes() -> None:
+    # VPT vectors per thread: VPT 16-byte loads of x and VPT 16-byte stores of y, each once (no
+    # reload); shared memory only for the reduction (as many shared loads whatever VPT: nothing
+    # staged); the cluster barrier of the 2-block variant
+    shared_loads: dict[str, set[int]] = {}
+    for name, sass in _kernel(r"register_kernel"):
+        variant = re.search(r"register_kernelI(\w+?)Li(\d)E(Lb\d)", name)
+        assert variant, name
+        vpt = int(variant.group(2))
+        assert len(re.findall(r"\bLDG\.E\.128\b", sass)) == vpt, name
+        assert len(re.findall(r"\bSTG\.E\.128\b", sass)) == vpt, name
+        assert "LDGSTS" not in sass, f"{name}: copies into shared memory"
+        key = variant.group(1) + variant.group(3)
+        shared_loads.setdefault(key, set()).add(len(re.findall(r"\bLDS(\.\w+)*\b", sass)))
+        assert "UCGABAR_WAIT" in sass, f"{name}: no cluster barrier"
+    assert len(shared_loads) == 6
+    assert all(len(counts) == 1 for counts in shared_loads.values()), shared_loads
+
+
+def test_register_kernel_has_every_load_in_flight_before_using_x() -> None:
+    # no arithmetic between a thread's first and last 16-byte load: one memory latency, not VPT
+    for name, sass in _kernel(r"register_kernel"):
+        lines = [line for line in sass.splitlines() if re.search(r"/\*[0-9a-f]{4}\*/", line)]
+        loads = [i for i, line in enumerate(lines) if re.search(r"\bLDG\.E\.128\b", line)]
+        between = lines[loads[0] : loads[-1]]
+        used = [line for line in between if re.search(r"\b(FADD|FFMA|FMUL|HADD2)\b", line)]
+        assert not used, f"{name}: x used before its last load is issued: {used[0].strip()}"

@@ -8,6 +8,7 @@
 
 #include "classic_kernels.cuh"
 #include "groupnorm/groupnorm.h"
+#include "register_kernel.cuh"
 #include "tiled_kernel.cuh"
 
 namespace {
@@ -71,27 +72,37 @@ cudaLaunchConfig_t launch_config(const gn_plan& plan, cudaStream_t stream,
   return config;
 }
 
+// Clusters of `blocks` blocks along x.
+cudaLaunchAttribute cluster_attribute(int32_t blocks) {
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = static_cast<unsigned>(blocks);
+  attribute.val.clusterDim.y = 1;
+  attribute.val.clusterDim.z = 1;
+  return attribute;
+}
+
 template <typename T, int VEC>
 gn_status launch_cluster(const gn_plan& plan, const T* x, const float* gamma, const float* beta,
                          T* y, const Geometry& geo, float eps, bool act, cudaStream_t stream) {
   if (allow_smem<gn::cluster_kernel<T, VEC>>(plan.smem_bytes) != cudaSuccess) {
     return GN_ERROR_CUDA;
   }
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeClusterDimension;
-  attribute.val.clusterDim.x = static_cast<unsigned>(plan.chunks);
-  attribute.val.clusterDim.y = 1;
-  attribute.val.clusterDim.z = 1;
+  cudaLaunchAttribute attribute = cluster_attribute(plan.chunks);
   const cudaLaunchConfig_t config = launch_config(plan, stream, &attribute);
   return cuda_status(
       cudaLaunchKernelEx(&config, gn::cluster_kernel<T, VEC>, x, gamma, beta, y, geo, eps, act));
 }
 
+Geometry geometry_of(const gn_params& p) {
+  return Geometry{p.c, p.spatial, p.c / p.groups, (p.c / p.groups) * p.spatial, p.groups,
+                  p.layout == GN_NHWC};
+}
+
 template <typename T, int VEC>
 gn_status launch_classic(const gn_params& p, const gn_plan& plan, const T* x, const float* gamma,
                          const float* beta, T* y, void* workspace, cudaStream_t stream) {
-  const Geometry geo{p.c, p.spatial, p.c / p.groups, (p.c / p.groups) * p.spatial, p.groups,
-                     p.layout == GN_NHWC};
+  const Geometry geo = geometry_of(p);
   const bool act = p.activation == GN_ACT_SILU;
   const dim3 grid(static_cast<unsigned>(plan.blocks));
   if (plan.path == GN_PATH_ONCHIP) {
@@ -111,6 +122,35 @@ gn_status launch_classic(const gn_params& p, const gn_plan& plan, const T* x, co
   gn::normalize_kernel<T, VEC><<<grid, plan.threads, 0, stream>>>(
       x, gamma, beta, y, geo, plan.chunks, partial, p.epsilon, act);
   return last_launch_status();
+}
+
+// The register kernel holding plan.tiles vectors per thread.
+template <typename T, bool NHWC>
+auto register_kernel_for(int32_t vectors_per_thread) {
+  switch (vectors_per_thread) {
+    case 1: return gn::register_kernel<T, 1, NHWC>;
+    case 2: return gn::register_kernel<T, 2, NHWC>;
+    case 4: return gn::register_kernel<T, 4, NHWC>;
+    default: return gn::register_kernel<T, 8, NHWC>;
+  }
+}
+
+// One block per group, or a cluster of plan.chunks blocks (Hopper); no workspace.
+template <typename T>
+cudaError_t launch_registers(const gn_params& p, const gn_plan& plan, const T* x,
+                             const float* gamma, const float* beta, T* y, cudaStream_t stream) {
+  const bool nhwc = p.layout == GN_NHWC;
+  const int64_t row = nhwc ? p.c / p.groups : p.spatial;
+  const auto row_vectors = static_cast<int32_t>(row / plan.vec);
+  auto* kernel = nhwc ? register_kernel_for<T, true>(plan.tiles)
+                      : register_kernel_for<T, false>(plan.tiles);
+  cudaLaunchAttribute attribute{};  // no cluster for one block per group (any GPU)
+  attribute.id = cudaLaunchAttributeCooperative;
+  attribute.val.cooperative = 0;
+  if (plan.chunks > 1) attribute = cluster_attribute(plan.chunks);
+  const cudaLaunchConfig_t config = launch_config(plan, stream, &attribute);
+  return cudaLaunchKernelEx(&config, kernel, x, gamma, beta, y, geometry_of(p), row_vectors,
+                            plan.chunks, p.epsilon, p.activation == GN_ACT_SILU);
 }
 
 // The tiled kernel's arguments and workspace layout (planner.cpp's tiled_workspace):
@@ -169,6 +209,9 @@ gn_status launch_dtype(const gn_params& p, const gn_plan& plan, const void* xv,
   T* y = static_cast<T*>(yv);
   if (plan.path == GN_PATH_TILED) {
     return cuda_status(launch_tiled<T>(p, plan, x, gamma, beta, y, workspace, stream));
+  }
+  if (plan.path == GN_PATH_REGISTERS) {
+    return cuda_status(launch_registers<T>(p, plan, x, gamma, beta, y, stream));
   }
   return plan.vec > 1 ? launch_classic<T, kVec>(p, plan, x, gamma, beta, y, workspace, stream)
                       : launch_classic<T, 1>(p, plan, x, gamma, beta, y, workspace, stream);

@@ -33,6 +33,11 @@ constexpr int64_t kTiledMaxSlotBytes = 48 * 1024;
 constexpr int64_t kTiledMinTileBytes = 4 * 1024;
 constexpr int64_t kTiledMaxNhwcGroups = 256;
 constexpr int64_t kTiledMaxNhwcChannels = 4096;
+// Registers path (register_kernel.cuh): threads per block at most, and the number of threads
+// past which each thread holds more vectors (1, 2, 4, then 8) instead of the block growing.
+constexpr int64_t kRegisterMaxThreads = 1024;
+constexpr int64_t kRegisterTargetThreads = 512;
+constexpr int64_t kRegisterMaxVectorsPerThread = 8;
 
 int64_t element_bytes(int32_t dtype) { return dtype == GN_FLOAT32 ? 4 : 2; }
 
@@ -134,6 +139,35 @@ void plan_stream(const gn_params& p, const gn_device& d, bool aligned, gn_plan* 
 // N*G + 4*SMs blocks, two floats each.
 int64_t stream_workspace_bound(const gn_params& p) {
   return (p.n * p.groups + kBlocksPerSm * kMaxSmCount) * 2 * static_cast<int64_t>(sizeof(float));
+}
+
+// ---- registers path (a candidate: only on request) --------------------------------------
+
+// One block per group, or two (a cluster) on Hopper when one per group would leave SMs idle or
+// the group does not fit one block; each thread holds `tiles` 16-byte vectors in registers.
+bool plan_registers(const gn_params& p, const gn_device& d, bool aligned, gn_plan* plan) {
+  const Shape s = shape_of(p);
+  if (classic_vec(p, s, aligned) != s.vec_elems) return false;
+  const int64_t vectors = s.group_elems / s.vec_elems;
+  const int64_t block_capacity = kRegisterMaxThreads * kRegisterMaxVectorsPerThread;
+  const bool cluster = (d.features & GN_FEATURE_CLUSTER) != 0;
+  const int64_t k =
+      cluster && (s.groups_total < sm_count(d) || vectors > block_capacity) ? 2 : 1;
+  const int64_t per_block = ceil_div(vectors, k);
+  if (per_block > block_capacity) return false;
+  int64_t per_thread = 1;
+  while (per_thread < kRegisterMaxVectorsPerThread &&
+         ceil_div(per_block, per_thread) > kRegisterTargetThreads) {
+    per_thread *= 2;
+  }
+  clear(plan);
+  plan->path = GN_PATH_REGISTERS;
+  plan->threads = static_cast<int32_t>(round_up(ceil_div(per_block, per_thread), 32));
+  plan->vec = static_cast<int32_t>(s.vec_elems);
+  plan->chunks = static_cast<int32_t>(k);
+  plan->blocks = s.groups_total * k;
+  plan->tiles = static_cast<int32_t>(per_thread);
+  return true;
 }
 
 // ---- tiled path ----------------------------------------------------------------------------
@@ -261,6 +295,7 @@ bool plan_forced(const gn_params& p, const gn_device& d, int32_t path, bool alig
     case GN_PATH_CLUSTER: return plan_cluster(p, d, aligned, plan);
     case GN_PATH_TILED: return plan_tiled(p, d, aligned, plan);
     case GN_PATH_STREAM: plan_stream(p, d, aligned, plan); return true;
+    case GN_PATH_REGISTERS: return plan_registers(p, d, aligned, plan);
     default: return false;
   }
 }

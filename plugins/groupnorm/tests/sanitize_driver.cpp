@@ -22,8 +22,8 @@ struct Shape {
 int main() {
   const Shape shapes[] = {{2, 64, 16 * 16, 8}, {1, 320, 24 * 24, 32}, {2, 40, 7 * 7, 4},
                           {1, 64, 64 * 64, 4}, {1, 128, 32 * 32, 32}};
-  const int32_t paths[] = {GN_PATH_AUTO, GN_PATH_ONCHIP, GN_PATH_CLUSTER, GN_PATH_STREAM,
-                           GN_PATH_TILED};
+  const int32_t paths[] = {GN_PATH_AUTO,  GN_PATH_ONCHIP, GN_PATH_CLUSTER,
+                           GN_PATH_STREAM, GN_PATH_TILED,  GN_PATH_REGISTERS};
   size_t most = 0;
   for (const Shape& s : shapes) most = std::max<size_t>(most, s.n * s.c * s.spatial * 4 + 64);
   unsigned char *x = nullptr, *y = nullptr, *workspace = nullptr;

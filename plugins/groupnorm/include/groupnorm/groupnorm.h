@@ -83,20 +83,26 @@ typedef enum gn_path {
                           (NHWC) in 16-byte tiles staged in shared memory: x read once where the
                           data of a wave fits on chip; needs 16-byte aligned x and y and
                           16-byte rows (NHWC: C, NCHW: C/G * spatial, a multiple of the vector) */
-  GN_PATH_EMPTY = 4    /* nothing to do: the tensor has no element */
+  GN_PATH_EMPTY = 4,   /* nothing to do: the tensor has no element */
+  GN_PATH_REGISTERS = 5 /* candidate, only on request (never the planner's choice yet): one
+                           block, or on Hopper a 2-block cluster, per group, the group held in
+                           registers; needs 16-byte aligned x and y and vectors within a
+                           channel (NCHW: spatial) or a group's slice (NHWC: C/G) */
 } gn_path;
 
 typedef struct gn_plan {
   int32_t path;            /* gn_path */
   int32_t threads;         /* threads per block */
   int32_t vec;             /* elements per vector access */
-  int32_t chunks;          /* blocks per group (1 on-chip; cluster size; tiled: per unit) */
+  int32_t chunks;          /* blocks per group (1 on-chip; cluster size (registers: 1 or 2);
+                              tiled: per unit) */
   int64_t blocks;          /* grid size of each launch */
   int64_t smem_bytes;      /* dynamic shared memory per block */
   int64_t workspace_bytes; /* scratch the launch needs in device memory */
-  /* Tiled path only (0 elsewhere): */
+  /* Tiled path only (0 elsewhere), except tiles: */
   int32_t tiles;           /* tiles per block and unit (1: the unit stays on chip, and the
-                              next unit's tile loads while this one finishes) */
+                              next unit's tile loads while this one finishes); registers path:
+                              16-byte vectors per thread (1, 2, 4 or 8) */
   int32_t units_per_wave;  /* units (groups for NCHW, samples for NHWC) processed at once */
   int64_t tile;            /* elements (NCHW) or positions (NHWC) per tile */
   int64_t slot_elems;      /* elements in each shared-memory slot (three when tiles is 1) */
