@@ -282,41 +282,20 @@ inline vf activate(vf v) {
   }
 }
 
-template <class T>
-float sum(const void* xv, int64_t n, float shift) {
+// The sum over n contiguous values of (x - centre), or of its square, in two accumulators.
+template <class T, bool kSquare>
+float centred_sum(const void* xv, int64_t n, float centre) {
   const T* x = static_cast<const T*>(xv);
-  const vf s = splat(shift);
+  const vf c = splat(centre);
+  const auto term = [](vf d) { return kSquare ? d * d : d; };
   vf a0 = vf{}, a1 = vf{};
   int64_t i = 0;
   for (; i + 2 * W <= n; i += 2 * W) {
-    a0 += Io<T>::load(x + i) - s;
-    a1 += Io<T>::load(x + i + W) - s;
+    a0 += term(Io<T>::load(x + i) - c);
+    a1 += term(Io<T>::load(x + i + W) - c);
   }
-  for (; i + W <= n; i += W) a0 += Io<T>::load(x + i) - s;
-  if (i < n) a1 += load_part(x + i, n - i, shift) - s;
-  return hsum(a0 + a1);
-}
-
-template <class T>
-float m2(const void* xv, int64_t n, float mean) {
-  const T* x = static_cast<const T*>(xv);
-  const vf m = splat(mean);
-  vf a0 = vf{}, a1 = vf{};
-  int64_t i = 0;
-  for (; i + 2 * W <= n; i += 2 * W) {
-    const vf d0 = Io<T>::load(x + i) - m;
-    const vf d1 = Io<T>::load(x + i + W) - m;
-    a0 += d0 * d0;
-    a1 += d1 * d1;
-  }
-  for (; i + W <= n; i += W) {
-    const vf d = Io<T>::load(x + i) - m;
-    a0 += d * d;
-  }
-  if (i < n) {
-    const vf d = load_part(x + i, n - i, mean) - m;
-    a1 += d * d;
-  }
+  for (; i + W <= n; i += W) a0 += term(Io<T>::load(x + i) - c);
+  if (i < n) a1 += term(load_part(x + i, n - i, centre) - c);
   return hsum(a0 + a1);
 }
 
@@ -351,28 +330,17 @@ inline vf coef_load(const float* p, int64_t k) {
   return k == W ? Io<float>::load(p) : load_part(p, k, 0.0f);
 }
 
-template <class T>
-void rows_sum(const void* xv, int64_t rows, int64_t c, const float* shift, float* acc) {
+// Per channel j, the sum over the rows of (x[r, j] - centre[j]), or of its square.
+template <class T, bool kSquare>
+void rows_centred_sum(const void* xv, int64_t rows, int64_t c, const float* centre, float* acc) {
   const T* x = static_cast<const T*>(xv);
   for (int64_t j = 0; j < c; j += W) {
     const int64_t k = c - j < W ? c - j : W;
-    const vf s = coef_load(shift + j, k);
-    vf a = vf{};
-    for (int64_t r = 0; r < rows; ++r) a += row_load(x + r * c + j, k) - s;
-    store_part(acc + j, k, a);
-  }
-}
-
-template <class T>
-void rows_m2(const void* xv, int64_t rows, int64_t c, const float* mean, float* acc) {
-  const T* x = static_cast<const T*>(xv);
-  for (int64_t j = 0; j < c; j += W) {
-    const int64_t k = c - j < W ? c - j : W;
-    const vf m = coef_load(mean + j, k);
+    const vf m = coef_load(centre + j, k);
     vf a = vf{};
     for (int64_t r = 0; r < rows; ++r) {
       const vf d = row_load(x + r * c + j, k) - m;
-      a += d * d;
+      a += kSquare ? d * d : d;
     }
     store_part(acc + j, k, a);
   }
@@ -413,7 +381,9 @@ void to_float(const void* xv, int64_t n, float* out) {
 
 template <class T>
 constexpr Ops ops_of() {
-  return Ops{&sum<T>, &m2<T>, &affine<T>, &rows_sum<T>, &rows_m2<T>, &rows_affine<T>, &to_float<T>};
+  return Ops{&centred_sum<T, false>,      &centred_sum<T, true>,      &affine<T>,
+             &rows_centred_sum<T, false>, &rows_centred_sum<T, true>, &rows_affine<T>,
+             &to_float<T>};
 }
 
 constexpr Ops kFloat = ops_of<float>();
