@@ -246,7 +246,8 @@ gn_status run(Forward& forward, gn_parallel_for parallel_for, void* runner) {
 const char* detect_isa() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;  // F16C: CPUID leaf 1, ECX (Clang's builtin lacks it)
+  // F16C from CPUID leaf 1, ECX: Clang's __builtin_cpu_supports does not know it.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
   const bool f16 = __builtin_cpu_supports("fma") && f16c;
   if (f16 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -295,7 +296,8 @@ extern "C" gn_status gn_cpu_forward_isa(const char* isa, const gn_params* params
   if (x == nullptr || y == nullptr || gamma == nullptr || beta == nullptr) {
     return GN_ERROR_NULL_POINTER;
   }
-  const gn_cpu::Ops* ops = gn_cpu::ops_for(isa != nullptr ? isa : gn_cpu::best_isa(), params->dtype);
+  const char* chosen = isa != nullptr ? isa : gn_cpu::best_isa();
+  const gn_cpu::Ops* ops = gn_cpu::ops_for(chosen, params->dtype);
   if (ops == nullptr) return GN_ERROR_INVALID_PATH;
   try {
     gn_cpu::Forward forward(*params, *ops, x, gamma, beta, y);

@@ -126,7 +126,8 @@ struct Io<Half> {
   }
 #elif defined(__F16C__)
   static vf load(const Half* p) {
-    return reinterpret_cast<vf>(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return reinterpret_cast<vf>(_mm256_cvtph_ps(h));
   }
   static void store(Half* p, vf v) {
     const __m128i h = _mm256_cvtps_ph(reinterpret_cast<__m256>(v), _MM_FROUND_TO_NEAREST_INT);
@@ -196,7 +197,8 @@ inline float hsum(v4f v) {
 typedef float v8f __attribute__((vector_size(32)));
 
 inline float hsum(v8f v) {
-  return hsum(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7));
+  return hsum(__builtin_shufflevector(v, v, 0, 1, 2, 3) +
+              __builtin_shufflevector(v, v, 4, 5, 6, 7));
 }
 #endif
 

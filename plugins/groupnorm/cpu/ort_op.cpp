@@ -53,7 +53,8 @@ struct Attribute {
   float real = 0.0f;
 };
 
-bool read_attribute(const OrtKernelInfo* info, const char* name, Attribute* value, gn_field* field) {
+bool read_attribute(const OrtKernelInfo* info, const char* name, Attribute* value,
+                    gn_field* field) {
   OrtStatus* status = ort::KernelInfoGetAttributeInt64::of(g_api)(info, name, &value->integer);
   if (status == nullptr) {
     *field = gn_field{name, &value->integer, GN_FIELD_INT64, 1};
@@ -165,10 +166,12 @@ int32_t parallel_for(void* runner, gn_task_fn task, void* data, size_t count) {
   return r->status == nullptr ? 0 : 1;
 }
 
-OrtStatus* input(OrtKernelContext* context, size_t index, const OrtValue** value, Tensor* tensor) {
+OrtStatus* input(const Kernel& k, OrtKernelContext* context, size_t index, const OrtValue** value,
+                 Tensor* tensor) {
   OrtStatus* status = ort::KernelContextGetInput::of(g_api)(context, index, value);
   if (status == nullptr && *value == nullptr) {
-    status = ort::CreateStatus::of(g_api)(ORT_INVALID_ARGUMENT, "gn_deploy.FusedGroupNorm: missing input");
+    static const char* const kNames[] = {"x", "gamma", "beta"};
+    return fail(k.node, std::string("missing input ") + kNames[index]);
   }
   return status != nullptr ? status : describe(*value, tensor);
 }
@@ -177,7 +180,7 @@ OrtStatus* compute(const Kernel& k, OrtKernelContext* context) {
   const OrtValue* values[3] = {};
   Tensor tensors[3];
   for (size_t i = 0; i < 3; ++i) {
-    if (OrtStatus* status = input(context, i, &values[i], &tensors[i])) return status;
+    if (OrtStatus* status = input(k, context, i, &values[i], &tensors[i])) return status;
   }
   const Tensor& x = tensors[0];
   const std::string error = shape_error(k, x, tensors[1], tensors[2]);
@@ -189,7 +192,8 @@ OrtStatus* compute(const Kernel& k, OrtKernelContext* context) {
   const gn_status valid = gn_validate(&params);
   if (valid != GN_SUCCESS) return fail(k.node, gn_status_string(valid));
   OrtValue* out = nullptr;
-  OrtStatus* status = ort::KernelContextGetOutput::of(g_api)(context, 0, x.dims.data(), x.dims.size(), &out);
+  OrtStatus* status =
+      ort::KernelContextGetOutput::of(g_api)(context, 0, x.dims.data(), x.dims.size(), &out);
   void* data[4] = {};
   for (size_t i = 0; status == nullptr && i < 3; ++i) {
     status = ort::GetTensorMutableData::of(g_api)(const_cast<OrtValue*>(values[i]), &data[i]);
