@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import os
 import random
+import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -232,6 +233,9 @@ def test_intra_op_threads_change_no_bit() -> None:
         ({"num_groups": 4, "epsilon": 1e-5, "activation": 2}, "activation must be 0"),
         ({"num_groups": 4, "epsilon": 1e-5, "channels_last": 3}, "channels_last must be 0 or 1"),
         ({"num_groups": 3, "epsilon": 1e-5}, "C = 8 is not divisible by num_groups = 3"),
+        ({"num_groups": "4", "epsilon": 1e-5}, "attribute num_groups must be an integer"),
+        ({"num_groups": [4], "epsilon": 1e-5}, "attribute num_groups must be an integer"),
+        ({"num_groups": 4, "epsilon": [1e-5]}, "attribute epsilon must be a float"),
     ],
 )
 def test_bad_attributes_name_the_node(attributes: dict[str, object], message: str) -> None:
@@ -293,32 +297,63 @@ import sys, numpy as np, onnxruntime as ort
 model, library, data, out = sys.argv[1:]
 options = ort.SessionOptions()
 options.register_custom_ops_library(library)
-session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-x = np.load(data)
-np.save(out, session.run(None, {"x": x})[0])
+try:
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    np.save(out, session.run(None, {"x": np.load(data)})[0])
+except Exception as exc:
+    print("error:", exc)
 print(ort.__version__)
 """
 
 
-@pytest.mark.skipif(OLDEST_ENV not in os.environ,
-                    reason=f"needs ${OLDEST_ENV}: a Python with the oldest supported "
-                    "onnxruntime (make test sets it up)")
-@pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_loads_into_the_oldest_supported_onnxruntime(tmp_path: Path, dtype: type) -> None:
-    x = np.random.default_rng(9).standard_normal((2, 8, 5, 5)).astype(dtype)
-    model = tmp_path / "m.onnx"
-    onnx.save(fused_model(8, ELEMENT[dtype]), model)
+def _run_in_oldest(tmp_path: Path, model: onnx.ModelProto, x: np.ndarray) -> str:
+    """Run ``model`` on ``x`` in the oldest supported onnxruntime with the library; what it
+    printed (its version last; y saved to y.npy)."""
+    onnx.save(model, tmp_path / "m.onnx")
     np.save(tmp_path / "x.npy", x)
     done = subprocess.run(
-        [os.environ[OLDEST_ENV], "-c", _OLDEST_SCRIPT, str(model),
+        [os.environ[OLDEST_ENV], "-c", _OLDEST_SCRIPT, str(tmp_path / "m.onnx"),
          str(ort_library.library_path()), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
         capture_output=True, text=True, check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "1.20.1"
-    y = np.load(tmp_path / "y.npy")
-    assert np.array_equal(y, run_ort(fused_model(8, ELEMENT[dtype]), x))
+    assert done.stdout.strip().splitlines()[-1] == "1.20.1"
+    return done.stdout
 
+
+NEEDS_OLDEST = pytest.mark.skipif(
+    OLDEST_ENV not in os.environ,
+    reason=f"needs ${OLDEST_ENV}: a Python with the oldest supported onnxruntime "
+    "(make test sets it up)",
+)
+
+
+@NEEDS_OLDEST
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_runs_in_the_oldest_supported_onnxruntime(tmp_path: Path, dtype: type) -> None:
+    """Large enough to go through ONNX Runtime's thread pool (KernelContext_ParallelFor)."""
+    x = np.random.default_rng(9).standard_normal((2, 8, 64, 64)).astype(dtype)
+    model = fused_model(8, ELEMENT[dtype])
+    _run_in_oldest(tmp_path, model, x)
+    assert np.array_equal(np.load(tmp_path / "y.npy"), run_ort(model, x))
+
+
+@NEEDS_OLDEST
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        ({"num_groups": "4", "epsilon": 1e-5}, "attribute num_groups must be an integer"),
+        ({"num_groups": [4], "epsilon": 1e-5}, "attribute num_groups must be an integer"),
+        ({"num_groups": 4, "epsilon": [1e-5]}, "attribute epsilon must be a float"),
+        ({"num_groups": 3, "epsilon": 1e-5}, "C = 8 is not divisible by num_groups = 3"),
+    ],
+)
+def test_refuses_in_the_oldest_supported_onnxruntime(
+    tmp_path: Path, attributes: dict[str, object], message: str
+) -> None:
+    x = np.zeros((1, 8, 2, 2), np.float32)
+    said = _run_in_oldest(tmp_path, fused_model(8, **attributes), x)
+    assert re.search(f"error:.*node 'gn_7'.*{message}", said), said
 
 def _readme_block(heading: str) -> str:
     text = (Path(__file__).parents[1] / "README.md").read_text()

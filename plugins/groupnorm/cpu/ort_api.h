@@ -88,11 +88,14 @@ using GetDimensions = Entry<62, OrtStatus* (*)(const OrtTensorTypeAndShapeInfo* 
 using GetTensorTypeAndShape = Entry<65, OrtStatus* (*)(const OrtValue* value, OrtTensorTypeAndShapeInfo** out)>;
 using KernelInfoGetAttributeFloat = Entry<85, OrtStatus* (*)(const OrtKernelInfo* info, const char* name, float* out)>;
 using KernelInfoGetAttributeInt64 = Entry<86, OrtStatus* (*)(const OrtKernelInfo* info, const char* name, int64_t* out)>;
+using KernelInfoGetAttributeString = Entry<87, OrtStatus* (*)(const OrtKernelInfo* info, const char* name, char* out, size_t* size)>;
 using KernelContextGetInputCount = Entry<88, OrtStatus* (*)(const OrtKernelContext* context, size_t* out)>;
 using KernelContextGetInput = Entry<90, OrtStatus* (*)(const OrtKernelContext* context, size_t index, const OrtValue** out)>;
 using KernelContextGetOutput = Entry<91, OrtStatus* (*)(OrtKernelContext* context, size_t index, const int64_t* dims, size_t count, OrtValue** out)>;
 using ReleaseStatus = Entry<93, void (*)(OrtStatus* status)>;
 using ReleaseTensorTypeAndShapeInfo = Entry<99, void (*)(OrtTensorTypeAndShapeInfo* info)>;
+using KernelInfoGetAttributeArrayFloat = Entry<162, OrtStatus* (*)(const OrtKernelInfo* info, const char* name, float* out, size_t* size)>;
+using KernelInfoGetAttributeArrayInt64 = Entry<163, OrtStatus* (*)(const OrtKernelInfo* info, const char* name, int64_t* out, size_t* size)>;
 using KernelInfoGetNodeName = Entry<244, OrtStatus* (*)(const OrtKernelInfo* info, char* out, size_t* size)>;
 using KernelContextParallelFor = Entry<274, OrtStatus* (*)(const OrtKernelContext* context, void (*fn)(void*, size_t), size_t total, size_t num_batch, void* data)>;
 

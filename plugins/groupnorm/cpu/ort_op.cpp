@@ -46,8 +46,25 @@ std::string node_name(const OrtKernelInfo* info) {
   return name;
 }
 
+// Whether the node has the attribute as a string or a list (a size query, nothing read).
+bool has_other_attribute(const OrtKernelInfo* info, const char* name) {
+  size_t size = 0;
+  OrtStatus* status = ort::KernelInfoGetAttributeString::of(g_api)(info, name, nullptr, &size);
+  if (status != nullptr) {
+    release(status);
+    status = ort::KernelInfoGetAttributeArrayInt64::of(g_api)(info, name, nullptr, &size);
+  }
+  if (status != nullptr) {
+    release(status);
+    status = ort::KernelInfoGetAttributeArrayFloat::of(g_api)(info, name, nullptr, &size);
+  }
+  release(status);
+  return status == nullptr;
+}
+
 // An attribute as the plugin's creator would see it: an integer field when it reads as int64, a
-// float field when it reads as float, no field when it is absent (or of another type).
+// float field when it reads as float, a field of another type when it is a string or a list,
+// no field when it is absent.
 struct Attribute {
   int64_t integer = 0;
   float real = 0.0f;
@@ -67,7 +84,9 @@ bool read_attribute(const OrtKernelInfo* info, const char* name, Attribute* valu
     return true;
   }
   release(status);
-  return false;
+  if (!has_other_attribute(info, name)) return false;
+  *field = gn_field{name, &value->integer, GN_FIELD_OTHER, 1};
+  return true;
 }
 
 // The creator's reason, in ONNX's words ("attribute" where TensorRT says "field").
