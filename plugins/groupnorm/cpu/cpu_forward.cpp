@@ -118,17 +118,12 @@ class Forward {
       return;
     }
     // A run of a group's values crosses channels every spatial values.
-    const int64_t first_channel = (unit % p_.groups) * per_group_;
-    const int64_t row = (unit / p_.groups) * p_.c;
-    for (int64_t i = begin; i < end;) {
-      const int64_t local = i / p_.spatial;
-      const int64_t stop = std::min(end, (local + 1) * p_.spatial);
-      const int64_t at = unit * unit_length_ + i;
-      const size_t coef = static_cast<size_t>(row + first_channel + local);
-      ops_.affine(x_ + at * esize_, y_ + at * esize_, stop - i, mean_[coef], scale_[coef],
-                  shift_[coef], p_.activation);
-      i = stop;
-    }
+    const int64_t channel = (unit / p_.groups) * p_.c + (unit % p_.groups) * per_group_ +
+                            begin / p_.spatial;
+    const int64_t at = unit * unit_length_ + begin;
+    const size_t coef = static_cast<size_t>(channel);
+    ops_.affine(x_ + at * esize_, y_ + at * esize_, end - begin, begin % p_.spatial, p_.spatial,
+                &mean_[coef], &scale_[coef], &shift_[coef], p_.activation);
   }
 
   // A whole unit in one task: its chunks stay in cache between statistics and normalisation.
@@ -229,7 +224,7 @@ int32_t run_serially(void*, gn_task_fn task, void* data, size_t count) {
 // keep every core busy; otherwise the chunks of all units in two rounds (statistics, then
 // normalisation) around the merge.
 gn_status run(Forward& forward, gn_parallel_for parallel_for, void* runner) {
-  const int64_t cores = usable_cores();
+  static const int64_t cores = usable_cores();  // a system call: once
   if (forward.elements() < kSerialElements) parallel_for = run_serially;
   bool ok = true;
   if (parallel_for == run_serially || forward.units() >= 2 * cores) {

@@ -5,6 +5,7 @@
 // make GCC lower selects lane by lane. fp16 moves through F16C where present.
 // A chunk's tail goes through the same vector code, padded, so that an element's result does not
 // depend on where a chunk starts.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -313,12 +314,26 @@ void affine_span(const T* x, T* y, int64_t n, float m, float a, float b) {
   }
 }
 
+// The run channel by channel: each channel's part is a span of its own coefficients.
+template <class T, bool kSilu>
+void affine_channels(const T* x, T* y, int64_t n, int64_t offset, int64_t spatial,
+                     const float* m, const float* a, const float* b) {
+  for (int64_t i = 0, j = 0; i < n; ++j) {
+    const int64_t run = std::min(n - i, spatial - (j == 0 ? offset : 0));
+    affine_span<T, kSilu>(x + i, y + i, run, m[j], a[j], b[j]);
+    i += run;
+  }
+}
+
 template <class T>
-void affine(const void* x, void* y, int64_t n, float m, float a, float b, int32_t act) {
+void affine(const void* xv, void* yv, int64_t n, int64_t offset, int64_t spatial, const float* m,
+            const float* a, const float* b, int32_t act) {
+  const T* x = static_cast<const T*>(xv);
+  T* y = static_cast<T*>(yv);
   if (act == GN_ACT_SILU) {
-    affine_span<T, true>(static_cast<const T*>(x), static_cast<T*>(y), n, m, a, b);
+    affine_channels<T, true>(x, y, n, offset, spatial, m, a, b);
   } else {
-    affine_span<T, false>(static_cast<const T*>(x), static_cast<T*>(y), n, m, a, b);
+    affine_channels<T, false>(x, y, n, offset, spatial, m, a, b);
   }
 }
 
