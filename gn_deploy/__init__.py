@@ -6,18 +6,28 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "export_model", "fuse_model", "inspect_model", "validate"]
+__all__ = [
+    "__version__",
+    "export_model",
+    "fuse_model",
+    "inspect_model",
+    "run_onnx",
+    "validate",
+]
 
 if TYPE_CHECKING:
     from gn_deploy.export import export_model
     from gn_deploy.fusion import fuse_model, inspect_model
-    from gn_deploy.validate import validate
+    from gn_deploy.parity import run_onnx, validate
 
+# Public name -> the module defining it. No public name is also a submodule's name: importing
+# the submodule would replace the function on the package.
 _LAZY = {
     "export_model": "gn_deploy.export",
     "fuse_model": "gn_deploy.fusion",
     "inspect_model": "gn_deploy.fusion",
-    "validate": "gn_deploy.validate",
+    "run_onnx": "gn_deploy.parity",
+    "validate": "gn_deploy.parity",
 }
 
 
@@ -28,3 +38,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'gn_deploy' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

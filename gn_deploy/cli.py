@@ -100,7 +100,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from gn_deploy.validate import validate
+    from gn_deploy.parity import validate
 
     report = validate(
         model=args.model,

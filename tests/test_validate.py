@@ -9,7 +9,7 @@ import pytest
 
 from gn_deploy.cli import main
 from gn_deploy.fusion import fuse_model
-from gn_deploy.validate import compare, validate
+from gn_deploy.parity import compare, validate
 from tests.conftest import Exporter
 
 
