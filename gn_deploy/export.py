@@ -13,7 +13,7 @@ from typing import Any
 
 from gn_deploy.errors import GnDeployError, UsageError
 from gn_deploy.outputs import Outputs, guard
-from gn_deploy.specs import InputSpec, load_factory, parse_dynamic
+from gn_deploy.specs import InputSpec, load_factory, parse_dynamic, source_files
 from gn_deploy.validity import check_model_file
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -56,6 +56,12 @@ def load_torch_model(model: Any) -> Any:
     if not isinstance(model, torch.nn.Module):
         raise GnDeployError(f"--model: expected a torch.nn.Module, got {type(model).__name__}")
     return model.eval()
+
+
+def _model_sources(model: Any, module: Any) -> list[tuple[Path, str]]:
+    """What the model was read from, for the output guard: its source and its package's files."""
+    files = source_files(model if isinstance(model, str) else None, module)
+    return [(f, "a source file of the --model") for f in files]
 
 
 def example_inputs(specs: Sequence[InputSpec], seed: int = 0) -> list[Any]:
@@ -125,6 +131,7 @@ def export_model(
     out = Path(output)
     guard([(out, "-o")], [])
     module = load_torch_model(model)
+    guard([(out, "-o")], _model_sources(model, module))
     opset = opset or DEFAULT_OPSET[exporter]
     args = tuple(example_inputs(specs, seed))
     with Outputs() as outputs:

@@ -82,13 +82,17 @@ def load_reference(ref: str, what: str = "--model") -> Any:
     return obj
 
 
+def _private_name(path: Path) -> str:
+    return f"_gn_deploy_user_model.{path.stem}"
+
+
 def _import(module_name: str) -> Any:
     if module_name.endswith(".py"):
         path = Path(module_name)
         if not path.is_file():
             raise GnDeployError(f"no such file {path}")
         # A private module name: a user's onnx.py or torch.py must not replace the real one.
-        name = f"_gn_deploy_user_model.{path.stem}"
+        name = _private_name(path)
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -106,3 +110,27 @@ def load_factory(ref: str) -> Callable[[], Any]:
     if not callable(factory):
         raise GnDeployError(f"--model {ref!r}: {type(factory).__name__} is not callable")
     return factory
+
+
+def _module_file(module: Any) -> Path | None:
+    file = getattr(module, "__file__", None)
+    return Path(file).resolve() if file and Path(file).is_file() else None
+
+
+def source_files(ref: str | None, obj: object) -> list[Path]:
+    """The files a loaded model came from: the ``--model`` reference's module, the module that
+    defines ``obj``'s class, and every loaded module in those modules' folders (the user's
+    package beside them). Call after the model was loaded."""
+    modules = [sys.modules.get(type(obj).__module__)]
+    if ref is not None:
+        module_name = ref.partition(":")[0]
+        modules.append(sys.modules.get(module_name))
+        if module_name.endswith(".py"):
+            modules.append(sys.modules.get(_private_name(Path(module_name))))
+    files = [f for f in map(_module_file, modules) if f is not None]
+    folders = {f.parent for f in files}
+    for module in list(sys.modules.values()):
+        file = _module_file(module)
+        if file is not None and file not in files and folders & set(file.parents):
+            files.append(file)
+    return files

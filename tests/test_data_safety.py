@@ -344,3 +344,28 @@ def test_model_local_functions_survive_the_opset_upgrade(
 
     x = np.random.default_rng(0).standard_normal((2, 8, 5, 6)).astype(np.float32)
     np.testing.assert_allclose(run_ort(out, {"x": x})[0], run_ort(src, {"x": x})[0], atol=1e-5)
+
+
+def test_export_never_overwrites_the_model_source_or_its_package(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("torch", reason="export needs torch")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "blocks_18_1.py").write_text(
+        "import torch\n\ndef block():\n    return torch.nn.GroupNorm(2, 4)\n"
+    )
+    (tmp_path / "nets.py").write_text(
+        "from blocks_18_1 import block\n\ndef make_block():\n    return block()\n"
+    )
+    sources = {p: p.read_bytes() for p in tmp_path.glob("*.py")}
+    for target in ("nets.py", "blocks_18_1.py"):
+        code, _, err = _run(
+            capsys, "export", "--model", f"{tmp_path}/nets.py:make_block", "--input",
+            "x:1x4x8x8", "--exporter", "torchscript", "-o", str(tmp_path / target),
+        )  # fmt: skip
+        assert code == 2
+        assert err.splitlines()[-1] == (
+            f"gn-deploy export: error: -o {tmp_path / target}: is a source file of the "
+            "--model; inputs are never overwritten"
+        ), err
+        assert {p: p.read_bytes() for p in tmp_path.glob("*.py")} == sources
