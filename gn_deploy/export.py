@@ -154,6 +154,7 @@ def export_model(
         # the weights file (dynamo) first, the model last
         for produced in sorted(staging.iterdir(), key=lambda p: p.name == out.name):
             outputs.add(produced, out.parent / produced.name)
+        outputs.replaces_model(out)
         check_model_file(staging / out.name, out)
         outputs.commit()
     return out

@@ -369,3 +369,23 @@ def test_export_never_overwrites_the_model_source_or_its_package(
             "--model; inputs are never overwritten"
         ), err
         assert {p: p.read_bytes() for p in tmp_path.glob("*.py")} == sources
+
+
+def test_data_files_of_the_replaced_output_are_removed(
+    wide_gn_model: Path, gn_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _external(wide_gn_model, tmp_path / "in.onnx", "in.onnx.data")
+    out = tmp_path / "out.onnx"
+    assert _run(capsys, "fuse", str(src), "-o", str(out))[0] == 0
+    assert len(list(tmp_path.glob("out.onnx.*.data"))) == 1
+    # the new output keeps its weights inside: the old data file goes, the input's stays
+    code, _, err = _run(capsys, "fuse", str(gn_model), "-o", str(out))
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "in.onnx.data", "out.onnx"]
+    onnx.checker.check_model(str(out), full_check=True)
+    # an output whose old data file is also an input's is replaced, the input left whole
+    shared = _external(wide_gn_model, tmp_path / "shared.onnx", "out.onnx.1234.data")
+    shutil.copy(shared, out)
+    data = (tmp_path / "out.onnx.1234.data").read_bytes()
+    assert _run(capsys, "fuse", str(shared), "-o", str(out))[0] == 0
+    assert (tmp_path / "out.onnx.1234.data").read_bytes() == data

@@ -262,13 +262,13 @@ def fuse_model(
                 _emit(model, site, emitter, edits)
                 row.status = FUSED
         with Outputs(protect=reads) as outputs:
-            if copy:
-                staged = outputs.stage_bytes(out, src.read_bytes())
-            elif external:
+            if external:
                 model.ir_version = max(model.ir_version, MIN_IR_VERSION)
                 staged = outputs.stage_model(model, out)
             else:
-                staged = outputs.stage_bytes(out, patched_bytes(model, edits))
+                data = src.read_bytes() if copy else patched_bytes(model, edits)
+                staged = outputs.stage_bytes(out, data)
+                outputs.replaces_model(out)
             check_model_file(staged, out, src if invalid is not None else None)
             report.input, report.output = os.fspath(path), os.fspath(out)
             report.notes = notes
