@@ -66,8 +66,8 @@ def load_reference(ref: str, what: str = "--model") -> Any:
         )
     try:
         module = _import(module_name)
-    except GnDeployError as exc:
-        raise GnDeployError(f"{what} {ref!r}: {exc}") from exc
+    except GnDeployError as exc:  # a missing file or module: UsageError, as for any input
+        raise type(exc)(f"{what} {ref!r}: {exc}") from exc
     except SystemExit as exc:  # user code that exits while being imported
         raise GnDeployError(
             f"{what} {ref!r}: importing {module_name!r} called sys.exit({exc.code!r})"
@@ -77,7 +77,7 @@ def load_reference(ref: str, what: str = "--model") -> Any:
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise GnDeployError(f"{what} {ref!r}: {module_name!r} has no attribute {attr!r}")
+            raise UsageError(f"{what} {ref!r}: {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     return obj
 
@@ -90,7 +90,7 @@ def _import(module_name: str) -> Any:
     if module_name.endswith(".py"):
         path = Path(module_name)
         if not path.is_file():
-            raise GnDeployError(f"no such file {path}")
+            raise UsageError(f"{path}: no such file")
         # A private module name: a user's onnx.py or torch.py must not replace the real one.
         name = _private_name(path)
         spec = importlib.util.spec_from_file_location(name, path)
@@ -102,7 +102,9 @@ def _import(module_name: str) -> Any:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise GnDeployError(f"no module named {exc.name!r}") from exc
+        named = exc.name is not None and (module_name + ".").startswith(exc.name + ".")
+        error = UsageError if named else GnDeployError  # the module asked for, or one it imports
+        raise error(f"no module named {exc.name!r}") from exc
 
 
 def load_factory(ref: str) -> Callable[[], Any]:

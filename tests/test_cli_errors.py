@@ -343,3 +343,44 @@ def test_dynamo_export_says_nothing_about_missing_op_libraries(tmp_path: Path) -
     assert "Skipping" not in done.stderr and "not installed" not in done.stderr, done.stderr
     assert done.stderr.strip().splitlines() == ["exporting gn_deploy.models:demo_unet with the "
                                                 "dynamo exporter ..."], done.stderr  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["export", "--model", "{tmp}/nope.py:f", "--input", "x:1x4", "-o", "{tmp}/o.onnx"],
+         "{tmp}/nope.py: no such file"),
+        (["export", "--model", "no_such_module_xyz:f", "--input", "x:1x4", "-o", "{tmp}/o.onnx"],
+         "no module named 'no_such_module_xyz'"),
+        (["export", "--model", "gn_deploy.models:nope", "--input", "x:1x4", "-o", "{tmp}/o.onnx"],
+         "has no attribute 'nope'"),
+        (["fuse", "{tmp}/nothere.onnx", "-o", "{tmp}/o.onnx"], "{tmp}/nothere.onnx: no such file"),
+        (["inspect", "{tmp}/nothere.onnx"], "{tmp}/nothere.onnx: no such file"),
+        (["validate", "{tmp}/nothere.onnx", "{tmp}/nothere.onnx", "--input", "x:1x4"],
+         "{tmp}/nothere.onnx: no such file"),
+        (["build", "{tmp}/nothere.onnx", "-o", "{tmp}/e.engine"],
+         "{tmp}/nothere.onnx: no such file"),
+    ],
+)  # fmt: skip
+def test_a_missing_input_is_a_usage_error_everywhere(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], named: str
+) -> None:
+    if argv[0] == "export":
+        pytest.importorskip("torch", reason="export needs torch")
+    code, _, err = _run(capsys, *[a.format(tmp=tmp_path) for a in argv])
+    assert code == 2, err
+    _one_error_line(err, named.format(tmp=tmp_path))
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_a_module_the_model_imports_that_is_missing_is_a_failure(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pytest.importorskip("torch", reason="export needs torch")
+    (tmp_path / "net.py").write_text("import no_such_dependency_xyz\n")
+    code, _, err = _run(
+        capsys, "export", "--model", f"{tmp_path}/net.py:f", "--input", "x:1x4",
+        "-o", str(tmp_path / "o.onnx"),
+    )  # fmt: skip
+    assert code == 1
+    _one_error_line(err, "no_such_dependency_xyz")
