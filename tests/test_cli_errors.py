@@ -384,3 +384,45 @@ def test_a_module_the_model_imports_that_is_missing_is_a_failure(
     )  # fmt: skip
     assert code == 1
     _one_error_line(err, "no_such_dependency_xyz")
+
+
+@pytest.mark.parametrize(
+    ("content", "code", "needle"),
+    [(None, 2, "no such file"), (b"not onnx\n", 1, "not a valid ONNX model")],
+    ids=["missing", "not-onnx"],
+)
+def test_validate_names_a_file_it_cannot_read(
+    capsys: pytest.CaptureFixture[str],
+    exported: Exporter,
+    tmp_path: Path,
+    content: bytes | None,
+    code: int,
+    needle: str,
+) -> None:
+    bad = tmp_path / "bad.onnx"
+    if content is not None:
+        bad.write_bytes(content)
+    for argv in ([str(bad), str(exported("torchscript", 17))], [str(bad), str(bad)]):
+        got, _, err = _run(capsys, "validate", *argv)
+        assert got == code, err
+        assert "internal error" not in err
+        _one_error_line(err, str(bad), needle)
+
+
+@pytest.mark.parametrize(
+    ("spec", "needles"),
+    [
+        ("x:2x8x5", ["--input x:", "4 axes, given 3 (2x8x5)"]),
+        ("x:2x8x5x7", ["--input x:", "axis 3 is 6 in the model, given 7 (2x8x5x7)"]),
+        ("x:2x8x5x6:float16", ["--input x:", "input is float32, given float16"]),
+    ],
+    ids=["rank", "axis", "dtype"],
+)
+def test_validate_checks_feeds_against_the_model_inputs(
+    capsys: pytest.CaptureFixture[str], exported: Exporter, spec: str, needles: list[str]
+) -> None:
+    src = exported("torchscript", 17)
+    code, _, err = _run(capsys, "validate", str(src), str(src), "--input", spec)
+    assert code == 2
+    _one_error_line(err, str(src), *needles)
+    assert len(err.strip().splitlines()) == 1, err
