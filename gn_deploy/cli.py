@@ -422,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tensorrt-include",
         metavar="DIR",
-        help="TensorRT's include/ folder (default: CMake looks in the usual places)",
+        help="TensorRT's include/ folder (default: $TensorRT_ROOT/include, then /usr/include, "
+        "/usr/local/include, /usr/local/tensorrt/include, /opt/tensorrt/include, ...)",
     )
     p.add_argument(
         "--cuda-arch",
