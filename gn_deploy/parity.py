@@ -13,7 +13,7 @@ import onnx
 
 from gn_deploy import plugin_op
 from gn_deploy.errors import GnDeployError, UsageError
-from gn_deploy.modelio import load_proto
+from gn_deploy.modelio import load_proto, shown_dims, value_dims
 from gn_deploy.reference import relative_l2, tolerance_for
 from gn_deploy.specs import InputSpec
 
@@ -123,14 +123,6 @@ def _graph_inputs(path: str | os.PathLike[str]) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in initializers]
 
 
-def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
-    """Each axis's size, or its name (``?`` when it has none) where it is dynamic."""
-    return [
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-        for d in value.type.tensor_type.shape.dim
-    ]
-
-
 def _dtype(value: onnx.ValueInfoProto) -> str:
     return str(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
 
@@ -142,7 +134,7 @@ def _feed_error(value: onnx.ValueInfoProto, feed: np.ndarray) -> str | None:
     given = "x".join(map(str, feed.shape))
     if _dtype(value) != str(feed.dtype):
         return f"the model's input is {_dtype(value)}, given {feed.dtype}"
-    dims = _dims(value)
+    dims = value_dims(value)
     if value.type.tensor_type.HasField("shape") and len(dims) != feed.ndim:
         return f"the model's input has {len(dims)} axes, given {feed.ndim} ({given})"
     for axis, (want, got) in enumerate(zip(dims, feed.shape, strict=False)):
@@ -173,11 +165,11 @@ def _check_feeds(feeds: dict[str, np.ndarray], path: str | os.PathLike[str], opt
 def _specs_from_onnx(path: str | os.PathLike[str]) -> list[InputSpec]:
     specs = []
     for value in _graph_inputs(path):
-        dims = _dims(value)
+        dims = value_dims(value)
         if not all(isinstance(d, int) and d > 0 for d in dims):
             raise UsageError(
                 f"{path}: input {value.name!r} has dynamic dimensions "
-                f"({'x'.join(map(str, dims))}); give its shape with --input {value.name}:1x..."
+                f"{shown_dims(dims)}; give its shape with --input {value.name}:1x..."
             )
         specs.append(InputSpec(value.name, tuple(int(d) for d in dims), _dtype(value)))
     return specs

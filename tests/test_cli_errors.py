@@ -426,3 +426,14 @@ def test_validate_checks_feeds_against_the_model_inputs(
     assert code == 2
     _one_error_line(err, str(src), *needles)
     assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("command", ["build", "validate"])
+def test_dynamic_dims_are_shown_by_their_axis_name(
+    capsys: pytest.CaptureFixture[str], exported: Exporter, tmp_path: Path, command: str
+) -> None:
+    src = exported("torchscript", 17, dynamic=True)
+    argv = [str(src), "-o", str(tmp_path / "e.engine")] if command == "build" else [str(src)] * 2
+    code, _, err = _run(capsys, command, *argv)
+    assert code == 2
+    _one_error_line(err, "input 'x' has dynamic dimensions [batch, 8, 5, 6]")
