@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gn_deploy import __version__
-from gn_deploy.errors import GnDeployError
+from gn_deploy.errors import GnDeployError, UsageError
 
 if TYPE_CHECKING:
     from gn_deploy.fusion.report import FuseReport
@@ -152,6 +152,11 @@ def _bench(args: argparse.Namespace) -> int:
     from gn_deploy import bench
     from gn_deploy.outputs import guard, write_file
 
+    if args.onnx and args.what in ("scaling", "memory", "kernels"):
+        raise UsageError(
+            f"bench {args.what} {args.onnx[0]}: takes no model, it makes its own "
+            "(models are for bench fuse and bench ort)"
+        )
     if args.output:
         guard([(Path(args.output), "-o")], [(Path(m), "an input model") for m in args.onnx])
     text = bench.run(args.what, models=args.onnx, repeat=args.repeat, gigabytes=args.gigabytes)
