@@ -17,16 +17,16 @@ if TYPE_CHECKING:
 
 EPILOG = """\
 examples:
-  gn-deploy export --model gn_deploy.models:demo_unet --input x:1x4x32x32 \\
+  gn-deploy export --model gn_deploy.models:demo_unet --input x:2x4x32x32 \\
       --dynamic x:0=batch -o demo.onnx
   gn-deploy fuse demo.onnx -o demo.fused.onnx --target onnx --report fuse.json
   gn-deploy fuse demo.onnx -o demo.trt.onnx --target trt-plugin
   gn-deploy inspect demo.onnx
   gn-deploy validate --model gn_deploy.models:demo_unet demo.onnx demo.fused.onnx \\
-      --input x:1x4x32x32
+      --input x:3x4x32x32
   gn-deploy build demo.fused.onnx -o demo.engine --runtime tensorrt-rtx \\
       --compute-capability 8.6,12.0 --shapes x:1x4x32x32,2x4x32x32,4x4x32x32  # no GPU needed
-  gn-deploy build demo.trt.onnx -o demo.engine --shapes x:1x4x32x32,2x4x64x64,4x4x64x64 \\
+  gn-deploy build demo.trt.onnx -o demo.engine --shapes x:1x4x32x32,2x4x32x32,4x4x32x32 \\
       --precision fp16                                         # TensorRT and a GPU
   gn-deploy bench fuse
   gn-deploy bench kernels -o docs/benchmarks/kernels.md      # needs a CUDA GPU
@@ -167,6 +167,14 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _examples(*lines: str) -> dict[str, object]:
+    """A subcommand's epilog of examples (each one run by tests/test_examples.py)."""
+    return {
+        "epilog": "examples:\n" + "\n".join(f"  {line}" for line in lines),
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+
+
 def _number_in(
     kind: type[int] | type[float], low: float, high: float, low_open: bool = False
 ) -> Callable[[str], float]:
@@ -245,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         help="export a torch model to ONNX",
         description="Export a torch.nn.Module to ONNX with random example inputs.",
+        **_examples(
+            "gn-deploy export --model gn_deploy.models:demo_unet --input x:2x4x32x32 \\",
+            "    --dynamic x:0=batch -o demo.onnx",
+            "gn-deploy export --model my_project/nets.py:make_vae --input z:1x4x64x64:float16 \\",
+            "    --exporter torchscript --opset 17 -o vae.onnx",
+        ),
     )
     p.add_argument(
         "--model",
@@ -289,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find every group normalization, prove each rewrite on "
         "random inputs, replace it with one op. The input is never "
         "modified; the output is written atomically.",
+        **_examples(
+            "gn-deploy fuse demo.onnx -o demo.fused.onnx",
+            "gn-deploy fuse demo.onnx -o demo.trt.onnx --target trt-plugin --report fuse.json",
+        ),
     )
     p.add_argument("model", metavar="IN.onnx")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
@@ -308,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="list GN sites and refused candidates; writes nothing",
         description="Show every GN site the fuser would rewrite and every "
         "GN-like candidate it cannot prove, with the reason.",
+        **_examples(
+            "gn-deploy inspect demo.onnx",
+            "gn-deploy inspect demo.onnx --target trt-plugin --report sites.json",
+        ),
     )
     p.add_argument("model", metavar="MODEL.onnx")
     _add_fuse_options(p)
@@ -319,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one input set through a torch model and/or ONNX "
         "files and compare each with the first (torch when given). "
         "Exit code 1 on a mismatch.",
+        **_examples(
+            "gn-deploy validate --model gn_deploy.models:demo_unet --input x:2x4x32x32 \\",
+            "    demo.onnx demo.fused.onnx demo.trt.onnx",
+            "gn-deploy validate demo.onnx demo.fused.onnx --inputs my_inputs.npz",
+        ),
     )
     p.add_argument(
         "onnx",
@@ -367,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  gn-deploy build demo.fused.onnx -o demo.engine --runtime tensorrt-rtx \\\n"
         "      --compute-capability 8.6,12.0 --shapes x:1x4x32x32,2x4x32x32,4x4x32x32\n"
-        "  gn-deploy build demo.trt.onnx -o demo.engine --precision fp16 --report build.json",
+        "  gn-deploy build demo.trt.onnx -o demo.engine --precision fp16 --report build.json \\\n"
+        "      --shapes x:1x4x32x32,2x4x32x32,4x4x32x32               # TensorRT and a GPU",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL.onnx")
@@ -448,6 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
         "unfused and fused with --target onnx. kernels (needs a CUDA GPU): the design's "
         "benchmark shapes x layouts, gn-deploy's kernels against torch's group_norm and "
         "torch.compile of it, achieved GB/s against the copy bandwidth measured in the same run.",
+        **_examples(
+            "gn-deploy bench fuse demo.onnx --repeat 3",
+            "gn-deploy bench memory --gigabytes 0.5",
+            "gn-deploy bench kernels -o kernels.md   # needs a CUDA GPU",
+        ),
     )
     p.add_argument("what", choices=["fuse", "scaling", "memory", "ort", "kernels"])
     p.add_argument("onnx", nargs="*", metavar="MODEL.onnx")
