@@ -30,6 +30,35 @@ def _summary(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _cause(exc: BaseException) -> str:
+    """One line of what made an export fail: the innermost exception in the chain that says
+    something (the dynamo exporter wraps the real cause in a generic "Failed to export")."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    telling = [e for e in chain if str(e).strip()]
+    return _summary(telling[-1] if telling else exc)
+
+
+# ONNX allows bfloat16 in Conv (and the other ops of its 2024 type update) from this opset on.
+BF16_OPSET = 22
+
+
+def _checked(staged: Path, out: Path, opset: int) -> None:
+    """The validity gate, with the fix named where a bfloat16 model needs a newer opset."""
+    try:
+        check_model_file(staged, out)
+    except GnDeployError as exc:
+        if "tensor(bfloat16)" not in str(exc) or opset >= BF16_OPSET:
+            raise
+        raise GnDeployError(
+            f"{exc}; ONNX allows bfloat16 there from opset {BF16_OPSET}: export with "
+            f"--opset {BF16_OPSET}"
+        ) from exc
+
+
 def require_torch() -> Any:
     try:
         import torch
@@ -84,12 +113,17 @@ def example_inputs(specs: Sequence[InputSpec], seed: int = 0) -> list[Any]:
 REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
 
 
+# torch logs what fails inside torch.export (``E1202 ... fake_tensor.py ...`` and its traceback)
+# at error level, then raises: the raised error is what gn-deploy reports, in one line.
+TORCH_LOGGER = "torch"
+
+
 @contextlib.contextmanager
 def _quiet(name: str) -> Iterator[None]:
-    """Only errors from the logger ``name`` while the block runs."""
+    """Nothing below critical from the logger ``name`` while the block runs."""
     log = logging.getLogger(name)
     level = log.level
-    log.setLevel(logging.ERROR)
+    log.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
@@ -137,7 +171,7 @@ def export_model(
     with Outputs() as outputs:
         staging = outputs.stage_folder(out)
         try:
-            with warnings.catch_warnings(), _quiet(REGISTRY_LOGGER):
+            with warnings.catch_warnings(), _quiet(REGISTRY_LOGGER), _quiet(TORCH_LOGGER):
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     module,
@@ -150,11 +184,11 @@ def export_model(
                     verbose=False,
                 )
         except Exception as exc:  # exporter failures come in many types
-            raise GnDeployError(f"{exporter} export of the model failed: {_summary(exc)}") from exc
+            raise GnDeployError(f"{exporter} export of the model failed: {_cause(exc)}") from exc
         # the weights file (dynamo) first, the model last
         for produced in sorted(staging.iterdir(), key=lambda p: p.name == out.name):
             outputs.add(produced, out.parent / produced.name)
         outputs.replaces_model(out)
-        check_model_file(staging / out.name, out)
+        _checked(staging / out.name, out, opset)
         outputs.commit()
     return out

@@ -437,3 +437,60 @@ def test_dynamic_dims_are_shown_by_their_axis_name(
     code, _, err = _run(capsys, command, *argv)
     assert code == 2
     _one_error_line(err, "input 'x' has dynamic dimensions [batch, 8, 5, 6]")
+
+
+@pytest.mark.parametrize(
+    ("inputs", "cause"),
+    [
+        (["x:1x8x8x8", "y:1x8x8x8"], "too many positional arguments"),
+        (["x:8"], "Expected at least 2 dimensions for input tensor but received 1"),
+    ],
+    ids=["arguments", "rank"],
+)
+def test_dynamo_export_failure_is_its_cause_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, inputs: list[str], cause: str
+) -> None:
+    pytest.importorskip("torch", reason="export needs torch")
+    argv = ["export", "--model", "gn_deploy.models:gn_block", "-o", str(tmp_path / "m.onnx")]
+    for spec in inputs:
+        argv += ["--input", spec]
+    code, _, err = _run(capsys, *argv)
+    assert code == 1
+    _one_error_line(err, "dynamo export of the model failed: " + cause)
+    assert not list(tmp_path.iterdir())
+
+
+def test_dynamo_export_failure_logged_by_torch_stays_one_line(tmp_path: Path) -> None:
+    """In a fresh process: torch logs this failure itself (``E1202 ...``) before raising."""
+    pytest.importorskip("torch", reason="export needs torch")
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "gn_deploy.cli", "export", "--model", "gn_deploy.models:gn_block",
+         "--input", "x:1x8x8x8:int64", "-o", str(tmp_path / "m.onnx")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[1:] == [
+        "gn-deploy export: error: dynamo export of the model failed: mean(): could not infer "
+        "output dtype. Input dtype must be either a floating point or complex dtype. Got: "
+        "torch.int64"
+    ], done.stderr
+
+
+def test_bf16_export_below_opset_22_names_the_opset_it_needs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pytest.importorskip("torch", reason="export needs torch")
+    (tmp_path / "bf.py").write_text(
+        "import torch\n\ndef f():\n    return torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3), "
+        "torch.nn.GroupNorm(2, 8)).to(torch.bfloat16)\n"
+    )
+    argv = ["export", "--model", f"{tmp_path}/bf.py:f", "--input", "x:2x8x8x8:bfloat16"]
+    code, _, err = _run(capsys, *argv, "-o", str(tmp_path / "bf.onnx"))
+    assert code == 1
+    _one_error_line(err, "Conv", "bfloat16", "export with --opset 22")
+    assert not (tmp_path / "bf.onnx").exists()
+    code, _, err = _run(capsys, *argv, "--opset", "22", "-o", str(tmp_path / "bf.onnx"))
+    assert code == 0, err
