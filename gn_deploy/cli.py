@@ -353,7 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL.onnx",
         help="ONNX files (ONNX Runtime; the reference evaluator for plugin ops)",
     )
-    p.add_argument("--model", metavar="MODULE:FACTORY", help="torch model, used as reference")
+    p.add_argument(
+        "--model",
+        metavar="MODULE:FACTORY",
+        help="torch model, used as reference (the factory is called again, with the random "
+        "generators seeded as export seeds them: random weights match the export's)",
+    )
     p.add_argument(
         "--input",
         action="append",

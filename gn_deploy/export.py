@@ -69,13 +69,39 @@ def require_torch() -> Any:
     return torch
 
 
+# Random generators are seeded with this while a factory runs: export and validate call it
+# once each, and random weights must come out the same both times.
+FACTORY_SEED = 0
+
+
+@contextlib.contextmanager
+def _seeded(torch: Any) -> Iterator[None]:
+    """torch's, numpy's and Python's global generators seeded, their states restored after."""
+    import random
+
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(FACTORY_SEED)
+        np.random.seed(FACTORY_SEED)
+        torch.manual_seed(FACTORY_SEED)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
 def load_torch_model(model: Any) -> Any:
-    """An ``nn.Module`` in eval mode from a module, or from a ``module:factory`` reference."""
+    """An ``nn.Module`` in eval mode from a module, or from a ``module:factory`` reference
+    (called under :data:`FACTORY_SEED`, so that random weights are the same on every call)."""
     torch = require_torch()
     if isinstance(model, str):
         factory = load_factory(model)
         try:
-            model = factory()
+            with _seeded(torch):
+                model = factory()
         except SystemExit as exc:  # user code that exits
             raise GnDeployError(
                 f"--model {model!r}: the factory called sys.exit({exc.code!r})"
