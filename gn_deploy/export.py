@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from gn_deploy.dynamic_axes import prove, traced_specs
 from gn_deploy.errors import GnDeployError, UsageError
 from gn_deploy.outputs import Outputs, guard
 from gn_deploy.specs import InputSpec, load_factory, parse_dynamic, source_files
@@ -168,8 +169,11 @@ def export_model(
     """Export ``model`` (an ``nn.Module`` or ``module:factory``) to ONNX at ``output``.
 
     ``inputs`` name each forward argument with a concrete example shape; ``dynamic`` marks axes
-    as dynamic (``"x:0=batch"`` strings or ``{"x": {0: "batch"}}``). The file is written
-    atomically; the dynamo exporter may put weights in ``<output>.data`` beside it.
+    as dynamic (``"x:0=batch"`` strings or ``{"x": {0: "batch"}}``): a dynamic axis given as 1
+    is traced at 2, and the export is proved on ONNX Runtime against torch at the example shapes
+    and at another size on each dynamic axis before it is written (GnDeployError naming the axis
+    otherwise). The file is written atomically; the dynamo exporter may put weights in
+    ``<output>.data`` beside it.
     """
     torch = require_torch()
     if exporter not in EXPORTERS:
@@ -193,7 +197,7 @@ def export_model(
     module = load_torch_model(model)
     guard([(out, "-o")], _model_sources(model, module))
     opset = opset or DEFAULT_OPSET[exporter]
-    args = tuple(example_inputs(specs, seed))
+    args = tuple(example_inputs(traced_specs(specs, axes), seed))
     with Outputs() as outputs:
         staging = outputs.stage_folder(out)
         try:
@@ -216,5 +220,6 @@ def export_model(
             outputs.add(produced, out.parent / produced.name)
         outputs.replaces_model(out)
         _checked(staging / out.name, out, opset)
+        prove(staging / out.name, module, specs, axes, seed)
         outputs.commit()
     return out
