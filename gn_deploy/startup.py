@@ -1,0 +1,47 @@
+"""Start-up of a `gn-deploy` process: what it need not import before it is used.
+
+onnx-ir imports sympy (about 0.4 s, a third of a one-GN `fuse`) for arithmetic on symbolic
+dims, which gn-deploy's commands do not do; its ``_symbolic_shapes`` module reads sympy's
+functions at import. :func:`defer_sympy` puts a stand-in for each in ``sys.modules``: the
+real module is imported, whole and as usual, the first time anything reads an attribute of
+the stand-in (torch does, when `export` imports it), and every read goes to it from then on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+DEFERRED = ("sympy", "onnx_ir._symbolic_shapes")
+
+
+class _Deferred(types.ModuleType):
+    """Stands in for the module of its name until an attribute is read."""
+
+    __spec__ = None  # what the import system reads of a module it finds in sys.modules
+
+    def __getattr__(self, attr: str) -> Any:
+        real = sys.modules.get(self.__name__)
+        if real is None or real is self:
+            sys.modules.pop(self.__name__, None)
+            real = importlib.import_module(self.__name__)
+        return getattr(real, attr)
+
+
+def defer_sympy() -> None:
+    """Defer sympy and onnx-ir's module that reads it (nothing when either is imported already,
+    or onnx-ir has no such module)."""
+    if "sympy" in sys.modules or "onnx_ir" in sys.modules:
+        return
+    onnx_ir = importlib.util.find_spec("onnx_ir")  # finds it without importing it
+    folders = (onnx_ir.submodule_search_locations or []) if onnx_ir is not None else []
+    if importlib.util.find_spec("sympy") is None or not any(
+        (Path(folder) / "_symbolic_shapes.py").is_file() for folder in folders
+    ):
+        return
+    for name in DEFERRED:
+        sys.modules[name] = _Deferred(name)
