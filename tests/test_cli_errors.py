@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -219,23 +221,30 @@ def test_bad_paths_get_one_line_naming_them(
     assert any(a in lines[0] for a in named), lines[0]
 
 
-def test_model_file_that_exits_on_import(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+@pytest.mark.parametrize(
+    ("source", "needle"),
+    [
+        ("import sys\nsys.exit(0)\n", "sys.exit(0)"),
+        # a module the model file imports that is missing: a failure, not a usage error
+        ("import no_such_dependency_xyz\n", "no_such_dependency_xyz"),
+    ],
+    ids=["exits", "missing-dependency"],
+)
+def test_model_file_that_fails_on_import(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, source: str, needle: str
 ) -> None:
-    pytest.importorskip("torch", reason="export needs torch")
-    (tmp_path / "quits.py").write_text("import sys\nsys.exit(0)\n")
     code, _, err = _run(
         capsys,
         "export",
         "--model",
-        f"{tmp_path}/quits.py:f",
+        _model_file(tmp_path / "quits.py", source),
         "--input",
         "x:1x4",
         "-o",
         str(tmp_path / "o.onnx"),
     )
     assert code == 1
-    _one_error_line(err, "sys.exit(0)")
+    _one_error_line(err, needle)
 
 
 def test_model_file_named_like_a_library_does_not_replace_it(
@@ -327,18 +336,22 @@ def test_build_and_validate_name_the_plugin_node_the_plugin_would_refuse(
     _one_error_line(err, str(model), "node 'gn0'", *needles)
 
 
-def test_dynamo_export_says_nothing_about_missing_op_libraries(tmp_path: Path) -> None:
-    """torch's exporter lists each optional op library it did not find (torchvision's nms, ...)
-    once per process: a fresh process shows whether any of it reaches the user."""
+def _export_in_a_fresh_process(
+    tmp_path: Path, model: str, spec: str
+) -> subprocess.CompletedProcess[str]:
+    """What torch logs once per process (or straight to stderr) shows only in a fresh one."""
     pytest.importorskip("torch", reason="export needs torch")
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "gn_deploy.cli", "export", "--model", "gn_deploy.models:demo_unet",
-         "--input", "x:1x4x16x16", "-o", str(tmp_path / "m.onnx")],
+    return subprocess.run(
+        [sys.executable, "-m", "gn_deploy.cli", "export", "--model", model, "--input", spec,
+         "-o", str(tmp_path / "m.onnx")],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
+
+
+def test_dynamo_export_says_nothing_about_missing_op_libraries(tmp_path: Path) -> None:
+    """torch's exporter lists each optional op library it did not find (torchvision's nms, ...)
+    once per process."""
+    done = _export_in_a_fresh_process(tmp_path, "gn_deploy.models:demo_unet", "x:1x4x16x16")
     assert done.returncode == 0, done.stderr
     assert "Skipping" not in done.stderr and "not installed" not in done.stderr, done.stderr
     assert done.stderr.strip().splitlines() == ["exporting gn_deploy.models:demo_unet with the "
@@ -371,19 +384,6 @@ def test_a_missing_input_is_a_usage_error_everywhere(
     assert code == 2, err
     _one_error_line(err, named.format(tmp=tmp_path))
     assert not (tmp_path / "o.onnx").exists()
-
-
-def test_a_module_the_model_imports_that_is_missing_is_a_failure(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    pytest.importorskip("torch", reason="export needs torch")
-    (tmp_path / "net.py").write_text("import no_such_dependency_xyz\n")
-    code, _, err = _run(
-        capsys, "export", "--model", f"{tmp_path}/net.py:f", "--input", "x:1x4",
-        "-o", str(tmp_path / "o.onnx"),
-    )  # fmt: skip
-    assert code == 1
-    _one_error_line(err, "no_such_dependency_xyz")
 
 
 @pytest.mark.parametrize(
@@ -461,16 +461,8 @@ def test_dynamo_export_failure_is_its_cause_in_one_line(
 
 
 def test_dynamo_export_failure_logged_by_torch_stays_one_line(tmp_path: Path) -> None:
-    """In a fresh process: torch logs this failure itself (``E1202 ...``) before raising."""
-    pytest.importorskip("torch", reason="export needs torch")
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "gn_deploy.cli", "export", "--model", "gn_deploy.models:gn_block",
-         "--input", "x:1x8x8x8:int64", "-o", str(tmp_path / "m.onnx")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    """torch logs this failure itself (``E1202 ...``) before raising."""
+    done = _export_in_a_fresh_process(tmp_path, "gn_deploy.models:gn_block", "x:1x8x8x8:int64")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[1:] == [
         "gn-deploy export: error: dynamo export of the model failed: mean(): could not infer "
@@ -479,15 +471,22 @@ def test_dynamo_export_failure_logged_by_torch_stays_one_line(tmp_path: Path) ->
     ], done.stderr
 
 
+def _model_file(path: Path, source: str) -> str:
+    """A user's model file: its --model reference (factory ``f``)."""
+    pytest.importorskip("torch", reason="export needs torch")
+    path.write_text(source)
+    return f"{path}:f"
+
+
 def test_bf16_export_below_opset_22_names_the_opset_it_needs(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    pytest.importorskip("torch", reason="export needs torch")
-    (tmp_path / "bf.py").write_text(
+    ref = _model_file(
+        tmp_path / "bf.py",
         "import torch\n\ndef f():\n    return torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3), "
-        "torch.nn.GroupNorm(2, 8)).to(torch.bfloat16)\n"
+        "torch.nn.GroupNorm(2, 8)).to(torch.bfloat16)\n",
     )
-    argv = ["export", "--model", f"{tmp_path}/bf.py:f", "--input", "x:2x8x8x8:bfloat16"]
+    argv = ["export", "--model", ref, "--input", "x:2x8x8x8:bfloat16"]
     code, _, err = _run(capsys, *argv, "-o", str(tmp_path / "bf.onnx"))
     assert code == 1
     _one_error_line(err, "Conv", "bfloat16", "export with --opset 22")
