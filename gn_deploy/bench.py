@@ -17,8 +17,10 @@ from gn_deploy.modelio import load_proto
 from gn_deploy.progress import Progress
 
 
-def _builtin_models(workdir: Path, progress: Progress) -> list[Path]:
-    """The SD-1.5-layout UNet (61 GroupNorms) through both torch exporters."""
+def _builtin_models(workdir: Path, progress: Progress | None = None) -> list[Path]:
+    """The SD-1.5-layout UNet (61 GroupNorms) through both torch exporters (two steps of
+    ``progress``, or of their own)."""
+    progress = progress or Progress(2)
     from gn_deploy.export import export_model
 
     paths = []
@@ -41,14 +43,17 @@ T = TypeVar("T")
 
 
 def _timed(
-    run: Callable[[], T], repeat: int, progress: Progress, label: str
+    run: Callable[[], T], repeat: int, progress: Progress | None = None, label: str = ""
 ) -> tuple[T, list[float]]:
-    """The last result and the wall times of ``repeat`` runs after one warm-up run."""
+    """The last result and the wall times of ``repeat`` runs after one warm-up run (each run a
+    step of ``progress``, named after ``label``)."""
     times = []
-    progress.step(f"{label}: warm-up")
+    if progress is not None:
+        progress.step(f"{label}: warm-up")
     result = run()
     for k in range(repeat):
-        progress.step(f"{label}: run {k + 1}/{repeat}")
+        if progress is not None:
+            progress.step(f"{label}: run {k + 1}/{repeat}")
         start = time.perf_counter()
         result = run()
         times.append(time.perf_counter() - start)
