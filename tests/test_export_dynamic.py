@@ -74,3 +74,19 @@ def test_the_sd15_unet_exported_at_batch_1_runs_at_batch_2(
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((2, 4, 32, 32)).astype(np.float32)
     assert session.run(None, {"x": x})[0].shape == (2, 4, 32, 32)
+
+
+def test_a_model_returning_a_dict_is_proved_on_each_output(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="export needs torch")
+    from gn_deploy.export import export_model
+
+    (tmp_path / "heads.py").write_text(
+        "import torch\n\n\nclass Heads(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        y = torch.nn.functional.group_norm(x, 2)\n"
+        "        return {'a': y, 'b': (y * 2, y.mean(1))}\n\n\n"
+        "def make():\n    return Heads()\n"
+    )
+    out = export_model(f"{tmp_path}/heads.py:make", ["x:2x4x3x3"], tmp_path / "h.onnx",
+                       dynamic=["x:0=batch"], exporter="torchscript")  # fmt: skip
+    assert out.is_file()
