@@ -29,7 +29,7 @@ examples:
   gn-deploy build demo.trt.onnx -o demo.engine --shapes x:1x4x32x32,2x4x32x32,4x4x32x32 \\
       --precision fp16                                         # TensorRT and a GPU
   gn-deploy bench fuse demo.onnx --repeat 3
-  gn-deploy bench kernels -o docs/benchmarks/kernels.md      # needs a CUDA GPU
+  gn-deploy bench kernels -o kernels.md                      # needs a CUDA GPU
 """
 
 
