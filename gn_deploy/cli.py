@@ -167,11 +167,20 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Descriptions wrapped to the terminal, the examples epilog kept line for line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def _examples(*lines: str) -> dict[str, object]:
     """A subcommand's epilog of examples (each one run by tests/test_examples.py)."""
     return {
         "epilog": "examples:\n" + "\n".join(f"  {line}" for line in lines),
-        "formatter_class": argparse.RawDescriptionHelpFormatter,
+        "formatter_class": _Formatter,
     }
 
 
@@ -243,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deploy group-normalization models: export from torch, fuse every GN "
         "spelling into one op, check parity, benchmark.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"gn-deploy {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
@@ -401,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         "      --compute-capability 8.6,12.0 --shapes x:1x4x32x32,2x4x32x32,4x4x32x32\n"
         "  gn-deploy build demo.trt.onnx -o demo.engine --precision fp16 --report build.json \\\n"
         "      --shapes x:1x4x32x32,2x4x32x32,4x4x32x32               # TensorRT and a GPU",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.engine")
@@ -454,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  gn-deploy plugin build --tensorrt-include ~/src/TensorRT/include --cuda-arch 86,89\n"
         "  trtexec --onnx=m.trt.onnx --dynamicPlugins=$(gn-deploy plugin path)\n"
         "  polygraphy run m.trt.onnx --trt --plugins $(gn-deploy plugin path)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     p.add_argument("action", choices=["build", "path"])
     p.add_argument(

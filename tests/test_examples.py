@@ -150,3 +150,11 @@ def test_build_examples_give_profiles_the_demo_model_accepts(workspace: Path) ->
         shapes = [argv[k + 1] for k, a in enumerate(argv) if a == "--shapes"]
         model = onnx.load(workspace / argv[2], load_external_data=False)
         assert profiles_for(model, shapes), argv
+
+
+def test_help_text_is_wrapped_to_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    parsers = {"gn-deploy": build_parser(), **_subcommands()}
+    for name, parser in parsers.items():
+        text = parser.format_help().partition("\nexamples:\n")[0]
+        assert max(map(len, text.splitlines())) <= 80, name
