@@ -10,19 +10,23 @@ the stand-in (torch does, when `export` imports it), and every read goes to it f
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 import types
 from pathlib import Path
 from typing import Any
 
-DEFERRED = ("sympy", "onnx_ir._symbolic_shapes")
+SYMBOLIC_SHAPES = "onnx_ir._symbolic_shapes"
 
 
 class _Deferred(types.ModuleType):
-    """Stands in for the module of its name until an attribute is read."""
+    """Stands in for a module until one of its attributes is read. Its ``__spec__`` is the
+    module's own (what the import system and ``find_spec`` read of a module in sys.modules)."""
 
-    __spec__ = None  # what the import system reads of a module it finds in sys.modules
+    def __init__(self, spec: importlib.machinery.ModuleSpec) -> None:
+        super().__init__(spec.name)
+        self.__spec__ = spec
 
     def __getattr__(self, attr: str) -> Any:
         real = sys.modules.get(self.__name__)
@@ -37,11 +41,13 @@ def defer_sympy() -> None:
     or onnx-ir has no such module)."""
     if "sympy" in sys.modules or "onnx_ir" in sys.modules:
         return
-    onnx_ir = importlib.util.find_spec("onnx_ir")  # finds it without importing it
+    sympy = importlib.util.find_spec("sympy")
+    onnx_ir = importlib.util.find_spec("onnx_ir")  # a top-level name: found, not imported
     folders = (onnx_ir.submodule_search_locations or []) if onnx_ir is not None else []
-    if importlib.util.find_spec("sympy") is None or not any(
-        (Path(folder) / "_symbolic_shapes.py").is_file() for folder in folders
-    ):
+    sources = [Path(f) / "_symbolic_shapes.py" for f in folders]
+    source = next((s for s in sources if s.is_file()), None)
+    shapes = importlib.util.spec_from_file_location(SYMBOLIC_SHAPES, source) if source else None
+    if sympy is None or shapes is None:
         return
-    for name in DEFERRED:
-        sys.modules[name] = _Deferred(name)
+    for spec in (sympy, shapes):
+        sys.modules[spec.name] = _Deferred(spec)
