@@ -12,6 +12,7 @@ __all__ = [
     "fuse_model",
     "inspect_model",
     "ort_session_options",
+    "run_onnx",
     "validate",
 ]
 
@@ -19,14 +20,17 @@ if TYPE_CHECKING:
     from gn_deploy.export import export_model
     from gn_deploy.fusion import fuse_model, inspect_model
     from gn_deploy.ort_library import session_options as ort_session_options
-    from gn_deploy.validate import validate
+    from gn_deploy.parity import run_onnx, validate
 
+# Public name -> the module defining it. No public name is also a submodule's name: importing
+# the submodule would replace the function on the package.
 _LAZY = {
     "export_model": "gn_deploy.export",
     "fuse_model": "gn_deploy.fusion",
     "inspect_model": "gn_deploy.fusion",
     "ort_session_options": "gn_deploy.ort_library",
-    "validate": "gn_deploy.validate",
+    "run_onnx": "gn_deploy.parity",
+    "validate": "gn_deploy.parity",
 }
 # Where a public name differs from the function's name in its module.
 _RENAMED = {"ort_session_options": "session_options"}
@@ -39,3 +43,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), _RENAMED.get(name, name))
     raise AttributeError(f"module 'gn_deploy' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

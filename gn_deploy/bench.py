@@ -14,53 +14,89 @@ from pathlib import Path
 from gn_deploy.bench_common import export_builtin
 from gn_deploy.bench_common import timed as _timed
 from gn_deploy.modelio import load_proto
+from gn_deploy.progress import Progress
 
 
-def _builtin_models(workdir: Path) -> list[Path]:
-    """The SD-1.5-layout UNet (61 GroupNorms) through both torch exporters."""
+def _builtin_models(workdir: Path, progress: Progress | None = None) -> list[Path]:
+    """The SD-1.5-layout UNet (61 GroupNorms) through both torch exporters (two steps of
+    ``progress``, or of their own)."""
+    progress = progress or Progress(2)
     return [
-        export_builtin(workdir, "sd15_unet", "1x4x32x32", exporter, opset)
+        export_builtin(workdir, "sd15_unet", "1x4x32x32", exporter, opset, progress)
         for exporter, opset in (("torchscript", 17), ("dynamo", 18))
     ]
 
 
-def _ort_optimizer(path: Path) -> int:
-    """The peer: ONNX Runtime's transformer optimizer for UNets; returns the GroupNorms made."""
+def _ort_optimizer(path: Path) -> tuple[int, str]:
+    """The peer: ONNX Runtime's transformer optimizer for UNets; returns the GroupNorms made and
+    what it printed (it prints, unexplained, when its symbolic shape inference fails)."""
+    import contextlib
+    import io
     import logging
 
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     logging.disable(logging.WARNING)
+    printed = io.StringIO()
     try:
-        model = optimize_model(
-            str(path), model_type="unet", opt_level=0, optimization_options=FusionOptions("unet")
-        )
+        with contextlib.redirect_stdout(printed):
+            model = optimize_model(
+                str(path),
+                model_type="unet",
+                opt_level=0,
+                optimization_options=FusionOptions("unet"),
+            )
     finally:
         logging.disable(logging.NOTSET)
-    return sum(1 for n in model.model.graph.node if n.op_type == "GroupNorm")
+    return sum(1 for n in model.model.graph.node if n.op_type == "GroupNorm"), printed.getvalue()
+
+
+def _peer_note(printed: str) -> str:
+    """A footnote for the peer's row when its own shape inference failed on the model."""
+    if "failed in shape inference" not in printed:
+        return ""
+    return (
+        " (its symbolic shape inference failed on this model, "
+        f"{printed.split('failed in shape inference', 1)[1].strip().splitlines()[0]}; "
+        "it fuses without shapes)"
+    )
 
 
 def bench_fuse(models: Sequence[str | Path], repeat: int) -> str:
     from gn_deploy.fusion import fuse_model
 
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = [Path(m) for m in models] or _builtin_models(Path(tmp))
+    peer_repeat = max(1, repeat // 2)
+    per_model = 2 * (repeat + 1) + peer_repeat + 1
+    total = (len(models) or 2) * per_model + (0 if models else 2)
+    with tempfile.TemporaryDirectory() as tmp, Progress(total) as progress:
+        paths = [Path(m) for m in models] or _builtin_models(Path(tmp), progress)
         for path in paths:
             nodes = len(load_proto(path).graph.node)
             for target in ("onnx", "trt-plugin"):
                 out = Path(tmp) / f"fused-{target}.onnx"
-                report, runs = _timed(lambda: fuse_model(path, out, target=target), repeat)  # noqa: B023
+                report, runs = _timed(
+                    lambda: fuse_model(path, out, target=target),  # noqa: B023
+                    repeat,
+                    progress,
+                    f"{path.name}: fuse --target {target}",
+                )
                 rows.append(
                     f"| {path.name} | {nodes} | gn-deploy fuse --target {target} | "
                     f"{report.count('fused')} | {statistics.median(runs):.3f} | "
                     f"{min(runs):.3f} |"
                 )
-            made, runs = _timed(lambda: _ort_optimizer(path), max(1, repeat // 2))  # noqa: B023
+            (made, printed), runs = _timed(
+                lambda: _ort_optimizer(path),  # noqa: B023
+                peer_repeat,
+                progress,
+                f"{path.name}: the peer",
+            )
             rows.append(
-                f"| {path.name} | {nodes} | peer: onnxruntime.transformers optimizer (unet) | "
-                f"{made} | {statistics.median(runs):.3f} | {min(runs):.3f} |"
+                f"| {path.name} | {nodes} | peer: onnxruntime.transformers optimizer (unet)"
+                f"{_peer_note(printed)} | {made} | {statistics.median(runs):.3f} | "
+                f"{min(runs):.3f} |"
             )
     head = [
         f"command: `gn-deploy bench fuse{' ' if models else ''}{' '.join(map(str, models))} "
@@ -87,15 +123,21 @@ def bench_scaling(copies: Sequence[int] = (1, 2, 4), repeat: int = 3) -> str:
     from gn_deploy.models import sd15_unet_chain
 
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    total = len(copies) * (1 + 2 * (repeat + 1))
+    with tempfile.TemporaryDirectory() as tmp, Progress(total) as progress:
         for k in copies:
             src = Path(tmp) / f"chain{k}.onnx"
-            print(f"exporting {k} chained UNet(s) ...", file=sys.stderr)
+            progress.step(f"exporting {k} chained UNet(s)")
             export_model(sd15_unet_chain(k), ["x:1x4x32x32"], src, exporter="torchscript")
             nodes = len(load_proto(src).graph.node)
             for target in ("onnx", "trt-plugin"):
                 out = Path(tmp) / f"chain{k}-{target}.onnx"
-                report, runs = _timed(lambda: fuse_model(src, out, target=target), repeat)  # noqa: B023
+                report, runs = _timed(
+                    lambda: fuse_model(src, out, target=target),  # noqa: B023
+                    repeat,
+                    progress,
+                    f"{k} UNet(s): fuse --target {target}",
+                )
                 median = statistics.median(runs)
                 rows.append(
                     f"| {k} | {nodes} | {report.count('fused')} | {target} | "
@@ -166,11 +208,12 @@ def bench_memory(gigabytes: float) -> str:
     import subprocess
 
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, Progress(3) as progress:
         src = Path(tmp) / "large.onnx"
-        print(f"writing a {gigabytes:.1f} GB model ...", file=sys.stderr)
+        progress.step(f"writing a model with {gigabytes:g} GB of weights")
         sites, weight_bytes = _large_model(src, gigabytes)
         for target in ("onnx", "trt-plugin"):
+            progress.step(f"fuse --target {target} in a child process")
             out = Path(tmp) / f"large-{target}.onnx"
             done = subprocess.run(
                 [sys.executable, "-c", _CHILD, str(src), str(out), target],
@@ -180,8 +223,8 @@ def bench_memory(gigabytes: float) -> str:
             )
             fused, seconds, peak = done.stdout.split()
             rows.append(
-                f"| {target} | {sites} | {fused} | {weight_bytes / 2**30:.2f} | "
-                f"{int(peak) / 2**30:.2f} | {int(peak) / weight_bytes:.2f} | "
+                f"| {target} | {sites} | {fused} | {weight_bytes / 2**30:.3g} | "
+                f"{int(peak) / 2**30:.3g} | {int(peak) / weight_bytes:.2f} | "
                 f"{float(seconds):.1f} |"
             )
             out.unlink()

@@ -10,26 +10,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gn_deploy import __version__
-from gn_deploy.errors import GnDeployError
+from gn_deploy.errors import GnDeployError, UsageError
 
 if TYPE_CHECKING:
     from gn_deploy.fusion.report import FuseReport
 
 EPILOG = """\
 examples:
-  gn-deploy export --model gn_deploy.models:demo_unet --input x:1x4x32x32 \\
+  gn-deploy export --model gn_deploy.models:demo_unet --input x:2x4x32x32 \\
       --dynamic x:0=batch -o demo.onnx
   gn-deploy fuse demo.onnx -o demo.fused.onnx --target onnx --report fuse.json
   gn-deploy fuse demo.onnx -o demo.op.onnx --target fused-op   # TensorRT plugin, ONNX Runtime
   gn-deploy inspect demo.onnx
   gn-deploy validate --model gn_deploy.models:demo_unet demo.onnx demo.fused.onnx \\
-      --input x:1x4x32x32
+      --input x:3x4x32x32
   gn-deploy build demo.fused.onnx -o demo.engine --runtime tensorrt-rtx \\
       --compute-capability 8.6,12.0 --shapes x:1x4x32x32,2x4x32x32,4x4x32x32  # no GPU needed
-  gn-deploy build demo.op.onnx -o demo.engine --shapes x:1x4x32x32,2x4x64x64,4x4x64x64 \\
+  gn-deploy build demo.op.onnx -o demo.engine --shapes x:1x4x32x32,2x4x32x32,4x4x32x32 \\
       --precision fp16                                         # TensorRT and a GPU
-  gn-deploy bench fuse
-  gn-deploy bench kernels -o docs/benchmarks/kernels.md      # needs a CUDA GPU
+  gn-deploy bench fuse demo.onnx --repeat 3
+  gn-deploy bench kernels -o kernels.md                      # needs a CUDA GPU
 """
 
 
@@ -100,7 +100,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from gn_deploy.validate import validate
+    from gn_deploy.parity import validate
 
     report = validate(
         model=args.model,
@@ -152,6 +152,11 @@ def _bench(args: argparse.Namespace) -> int:
     from gn_deploy import bench
     from gn_deploy.outputs import guard, write_file
 
+    if args.onnx and args.what in ("scaling", "memory", "kernels"):
+        raise UsageError(
+            f"bench {args.what} {args.onnx[0]}: takes no model, it makes its own "
+            "(models are for bench fuse and bench ort)"
+        )
     if args.output:
         guard([(Path(args.output), "-o")], [(Path(m), "an input model") for m in args.onnx])
     text = bench.run(args.what, models=args.onnx, repeat=args.repeat, gigabytes=args.gigabytes)
@@ -159,7 +164,25 @@ def _bench(args: argparse.Namespace) -> int:
     if args.output:
         write_file(Path(args.output), text + "\n")
         print(f"wrote {args.output}", file=sys.stderr)
-    return 0
+    # A row whose peer did not run as labelled (bench kernels) makes the whole run a failure.
+    return 1 if any(line.startswith("ERROR:") for line in text.splitlines()) else 0
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Descriptions wrapped to the terminal, the examples epilog kept line for line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _examples(*lines: str) -> dict[str, object]:
+    """A subcommand's epilog of examples (each one run by tests/test_examples.py)."""
+    return {
+        "epilog": "examples:\n" + "\n".join(f"  {line}" for line in lines),
+        "formatter_class": _Formatter,
+    }
 
 
 def _number_in(
@@ -231,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deploy group-normalization models: export from torch, fuse every GN "
         "spelling into one op, check parity, benchmark.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"gn-deploy {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
@@ -241,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         help="export a torch model to ONNX",
         description="Export a torch.nn.Module to ONNX with random example inputs.",
+        **_examples(
+            "gn-deploy export --model gn_deploy.models:demo_unet --input x:2x4x32x32 \\",
+            "    --dynamic x:0=batch -o demo.onnx",
+            "gn-deploy export --model my_project/nets.py:make_vae --input z:1x4x64x64:float16 \\",
+            "    --exporter torchscript --opset 17 -o vae.onnx",
+        ),
     )
     p.add_argument(
         "--model",
@@ -285,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find every group normalization, prove each rewrite on "
         "random inputs, replace it with one op. The input is never "
         "modified; the output is written atomically.",
+        **_examples(
+            "gn-deploy fuse demo.onnx -o demo.fused.onnx",
+            "gn-deploy fuse demo.onnx -o demo.op.onnx --target fused-op --report fuse.json",
+        ),
     )
     p.add_argument("model", metavar="IN.onnx")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
@@ -304,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="list GN sites and refused candidates; writes nothing",
         description="Show every GN site the fuser would rewrite and every "
         "GN-like candidate it cannot prove, with the reason.",
+        **_examples(
+            "gn-deploy inspect demo.onnx",
+            "gn-deploy inspect demo.onnx --target fused-op --report sites.json",
+        ),
     )
     p.add_argument("model", metavar="MODEL.onnx")
     _add_fuse_options(p)
@@ -315,6 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one input set through a torch model and/or ONNX "
         "files and compare each with the first (torch when given). "
         "Exit code 1 on a mismatch.",
+        **_examples(
+            "gn-deploy validate --model gn_deploy.models:demo_unet --input x:2x4x32x32 \\",
+            "    demo.onnx demo.fused.onnx demo.op.onnx",
+            "gn-deploy validate demo.onnx demo.fused.onnx --inputs my_inputs.npz",
+        ),
     )
     p.add_argument(
         "onnx",
@@ -322,7 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL.onnx",
         help="ONNX files (run by ONNX Runtime; FusedGroupNorm through gn-deploy's op library)",
     )
-    p.add_argument("--model", metavar="MODULE:FACTORY", help="torch model, used as reference")
+    p.add_argument(
+        "--model",
+        metavar="MODULE:FACTORY",
+        help="torch model, used as reference (the factory is called again, with the random "
+        "generators seeded as export seeds them: random weights match the export's)",
+    )
     p.add_argument(
         "--input",
         action="append",
@@ -363,8 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  gn-deploy build demo.fused.onnx -o demo.engine --runtime tensorrt-rtx \\\n"
         "      --compute-capability 8.6,12.0 --shapes x:1x4x32x32,2x4x32x32,4x4x32x32\n"
-        "  gn-deploy build demo.op.onnx -o demo.engine --precision fp16 --report build.json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "  gn-deploy build demo.op.onnx -o demo.engine --precision fp16 --report build.json \\\n"
+        "      --shapes x:1x4x32x32,2x4x32x32,4x4x32x32               # TensorRT and a GPU",
+        formatter_class=_Formatter,
     )
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.engine")
@@ -417,13 +465,14 @@ def build_parser() -> argparse.ArgumentParser:
         "  gn-deploy plugin build --tensorrt-include ~/src/TensorRT/include --cuda-arch 86,89\n"
         "  trtexec --onnx=m.trt.onnx --dynamicPlugins=$(gn-deploy plugin path)\n"
         "  polygraphy run m.trt.onnx --trt --plugins $(gn-deploy plugin path)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     p.add_argument("action", choices=["build", "path"])
     p.add_argument(
         "--tensorrt-include",
         metavar="DIR",
-        help="TensorRT's include/ folder (default: CMake looks in the usual places)",
+        help="TensorRT's include/ folder (default: $TensorRT_ROOT/include, then /usr/include, "
+        "/usr/local/include, /usr/local/tensorrt/include, /opt/tensorrt/include, ...)",
     )
     p.add_argument(
         "--cuda-arch",
@@ -446,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
         "threads, with the ops ONNX Runtime ran. kernels (needs a CUDA GPU): the design's "
         "benchmark shapes x layouts, gn-deploy's kernels against torch's group_norm and "
         "torch.compile of it, achieved GB/s against the copy bandwidth measured in the same run.",
+        **_examples(
+            "gn-deploy bench fuse demo.onnx --repeat 3",
+            "gn-deploy bench memory --gigabytes 0.5",
+            "gn-deploy bench kernels -o kernels.md   # needs a CUDA GPU",
+        ),
     )
     p.add_argument("what", choices=["fuse", "scaling", "memory", "ort", "kernels"])
     p.add_argument("onnx", nargs="*", metavar="MODEL.onnx")
@@ -467,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from gn_deploy.startup import defer_sympy
+
+    defer_sympy()
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

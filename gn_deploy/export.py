@@ -11,9 +11,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from gn_deploy.dynamic_axes import prove, traced_specs
 from gn_deploy.errors import GnDeployError, UsageError
 from gn_deploy.outputs import Outputs, guard
-from gn_deploy.specs import InputSpec, load_factory, parse_dynamic
+from gn_deploy.specs import InputSpec, load_factory, parse_dynamic, source_files
 from gn_deploy.validity import check_model_file
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -30,6 +31,35 @@ def _summary(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _cause(exc: BaseException) -> str:
+    """One line of what made an export fail: the innermost exception in the chain that says
+    something (the dynamo exporter wraps the real cause in a generic "Failed to export")."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    telling = [e for e in chain if str(e).strip()]
+    return _summary(telling[-1] if telling else exc)
+
+
+# ONNX allows bfloat16 in Conv (and the other ops of its 2024 type update) from this opset on.
+BF16_OPSET = 22
+
+
+def _checked(staged: Path, out: Path, opset: int) -> None:
+    """The validity gate, with the fix named where a bfloat16 model needs a newer opset."""
+    try:
+        check_model_file(staged, out)
+    except GnDeployError as exc:
+        if "tensor(bfloat16)" not in str(exc) or opset >= BF16_OPSET:
+            raise
+        raise GnDeployError(
+            f"{exc}; ONNX allows bfloat16 there from opset {BF16_OPSET}: export with "
+            f"--opset {BF16_OPSET}"
+        ) from exc
+
+
 def require_torch() -> Any:
     try:
         import torch
@@ -40,13 +70,39 @@ def require_torch() -> Any:
     return torch
 
 
+# Random generators are seeded with this while a factory runs: export and validate call it
+# once each, and random weights must come out the same both times.
+FACTORY_SEED = 0
+
+
+@contextlib.contextmanager
+def _seeded(torch: Any) -> Iterator[None]:
+    """torch's, numpy's and Python's global generators seeded, their states restored after."""
+    import random
+
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(FACTORY_SEED)
+        np.random.seed(FACTORY_SEED)
+        torch.manual_seed(FACTORY_SEED)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
 def load_torch_model(model: Any) -> Any:
-    """An ``nn.Module`` in eval mode from a module, or from a ``module:factory`` reference."""
+    """An ``nn.Module`` in eval mode from a module, or from a ``module:factory`` reference
+    (called under :data:`FACTORY_SEED`, so that random weights are the same on every call)."""
     torch = require_torch()
     if isinstance(model, str):
         factory = load_factory(model)
         try:
-            model = factory()
+            with _seeded(torch):
+                model = factory()
         except SystemExit as exc:  # user code that exits
             raise GnDeployError(
                 f"--model {model!r}: the factory called sys.exit({exc.code!r})"
@@ -56,6 +112,12 @@ def load_torch_model(model: Any) -> Any:
     if not isinstance(model, torch.nn.Module):
         raise GnDeployError(f"--model: expected a torch.nn.Module, got {type(model).__name__}")
     return model.eval()
+
+
+def _model_sources(model: Any, module: Any) -> list[tuple[Path, str]]:
+    """What the model was read from, for the output guard: its source and its package's files."""
+    files = source_files(model if isinstance(model, str) else None, module)
+    return [(f, "a source file of the --model") for f in files]
 
 
 def example_inputs(specs: Sequence[InputSpec], seed: int = 0) -> list[Any]:
@@ -78,12 +140,17 @@ def example_inputs(specs: Sequence[InputSpec], seed: int = 0) -> list[Any]:
 REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
 
 
+# torch logs what fails inside torch.export (``E1202 ... fake_tensor.py ...`` and its traceback)
+# at error level, then raises: the raised error is what gn-deploy reports, in one line.
+TORCH_LOGGER = "torch"
+
+
 @contextlib.contextmanager
 def _quiet(name: str) -> Iterator[None]:
-    """Only errors from the logger ``name`` while the block runs."""
+    """Nothing below critical from the logger ``name`` while the block runs."""
     log = logging.getLogger(name)
     level = log.level
-    log.setLevel(logging.ERROR)
+    log.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
@@ -102,8 +169,11 @@ def export_model(
     """Export ``model`` (an ``nn.Module`` or ``module:factory``) to ONNX at ``output``.
 
     ``inputs`` name each forward argument with a concrete example shape; ``dynamic`` marks axes
-    as dynamic (``"x:0=batch"`` strings or ``{"x": {0: "batch"}}``). The file is written
-    atomically; the dynamo exporter may put weights in ``<output>.data`` beside it.
+    as dynamic (``"x:0=batch"`` strings or ``{"x": {0: "batch"}}``): a dynamic axis given as 1
+    is traced at 2, and the export is proved on ONNX Runtime against torch at the example shapes
+    and at another size on each dynamic axis before it is written (GnDeployError naming the axis
+    otherwise). The file is written atomically; the dynamo exporter may put weights in
+    ``<output>.data`` beside it.
     """
     torch = require_torch()
     if exporter not in EXPORTERS:
@@ -125,12 +195,13 @@ def export_model(
     out = Path(output)
     guard([(out, "-o")], [])
     module = load_torch_model(model)
+    guard([(out, "-o")], _model_sources(model, module))
     opset = opset or DEFAULT_OPSET[exporter]
-    args = tuple(example_inputs(specs, seed))
+    args = tuple(example_inputs(traced_specs(specs, axes), seed))
     with Outputs() as outputs:
         staging = outputs.stage_folder(out)
         try:
-            with warnings.catch_warnings(), _quiet(REGISTRY_LOGGER):
+            with warnings.catch_warnings(), _quiet(REGISTRY_LOGGER), _quiet(TORCH_LOGGER):
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     module,
@@ -143,10 +214,12 @@ def export_model(
                     verbose=False,
                 )
         except Exception as exc:  # exporter failures come in many types
-            raise GnDeployError(f"{exporter} export of the model failed: {_summary(exc)}") from exc
+            raise GnDeployError(f"{exporter} export of the model failed: {_cause(exc)}") from exc
         # the weights file (dynamo) first, the model last
         for produced in sorted(staging.iterdir(), key=lambda p: p.name == out.name):
             outputs.add(produced, out.parent / produced.name)
-        check_model_file(staging / out.name, out)
+        outputs.replaces_model(out)
+        _checked(staging / out.name, out, opset)
+        prove(staging / out.name, module, specs, axes, seed)
         outputs.commit()
     return out

@@ -8,7 +8,8 @@ no call reads what the previous one left in L2. Peers run in the same process on
 torch.compile is compiled afresh for every shape and layout and proven to have run compiled
 code on every call (`CompiledPeer`). A row where it did not shows `NOT COMPILED` and `invalid`
 instead of its torch.compile time and ratio, the output ends with a line starting `ERROR:` per
-such row (also printed to stderr), and `scripts/gpu_check.sh` fails its bench step on it.
+such row (also printed to stderr), `gn-deploy bench` exits 1 and `scripts/gpu_check.sh` fails
+its bench step on it.
 """
 
 from __future__ import annotations

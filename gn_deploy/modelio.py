@@ -22,6 +22,20 @@ class OpsetUpgradeError(GnDeployError):
     """ONNX's version converter could not bring the model to the opset asked for."""
 
 
+def value_dims(value: onnx.ValueInfoProto) -> list[int | str]:
+    """Each axis of a tensor's shape: its size, or where it is dynamic its name (``?`` when it
+    has none)."""
+    return [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+        for d in value.type.tensor_type.shape.dim
+    ]
+
+
+def shown_dims(dims: list[int | str]) -> str:
+    """``[batch, 4, 32, 32]``."""
+    return f"[{', '.join(map(str, dims))}]"
+
+
 def _check_readable(p: Path) -> None:
     if not p.exists():
         raise UsageError(f"{p}: no such file")

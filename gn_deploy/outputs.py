@@ -222,6 +222,13 @@ class Outputs:
         if data.exists() and data.stat().st_size > 0:  # all tensors small: no data file
             self._staged.append((data, target.parent / data_name))
         self._staged.append((folder / target.name, target))
+        self.replaces_model(target)
+        return folder / target.name
+
+    def replaces_model(self, target: Path) -> None:
+        """``target`` is a model being replaced: after the commit, remove the data files of
+        ours (``<target>.*.data`` beside it) that the old model named and the new one does not
+        (never one an input reads)."""
         if target.is_file():
             self._remove_after += [
                 old
@@ -230,7 +237,6 @@ class Outputs:
                 and old.name.startswith(target.name + ".")
                 and old.name.endswith(".data")
             ]
-        return folder / target.name
 
     def stage_folder(self, target: Path) -> Path:
         """A fresh staging folder beside ``target``, for a writer that makes its own files;

@@ -66,8 +66,8 @@ def load_reference(ref: str, what: str = "--model") -> Any:
         )
     try:
         module = _import(module_name)
-    except GnDeployError as exc:
-        raise GnDeployError(f"{what} {ref!r}: {exc}") from exc
+    except GnDeployError as exc:  # a missing file or module: UsageError, as for any input
+        raise type(exc)(f"{what} {ref!r}: {exc}") from exc
     except SystemExit as exc:  # user code that exits while being imported
         raise GnDeployError(
             f"{what} {ref!r}: importing {module_name!r} called sys.exit({exc.code!r})"
@@ -77,18 +77,22 @@ def load_reference(ref: str, what: str = "--model") -> Any:
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise GnDeployError(f"{what} {ref!r}: {module_name!r} has no attribute {attr!r}")
+            raise UsageError(f"{what} {ref!r}: {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     return obj
+
+
+def _private_name(path: Path) -> str:
+    return f"_gn_deploy_user_model.{path.stem}"
 
 
 def _import(module_name: str) -> Any:
     if module_name.endswith(".py"):
         path = Path(module_name)
         if not path.is_file():
-            raise GnDeployError(f"no such file {path}")
+            raise UsageError(f"{path}: no such file")
         # A private module name: a user's onnx.py or torch.py must not replace the real one.
-        name = f"_gn_deploy_user_model.{path.stem}"
+        name = _private_name(path)
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -98,7 +102,9 @@ def _import(module_name: str) -> Any:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise GnDeployError(f"no module named {exc.name!r}") from exc
+        named = exc.name is not None and (module_name + ".").startswith(exc.name + ".")
+        error = UsageError if named else GnDeployError  # the module asked for, or one it imports
+        raise error(f"no module named {exc.name!r}") from exc
 
 
 def load_factory(ref: str) -> Callable[[], Any]:
@@ -106,3 +112,27 @@ def load_factory(ref: str) -> Callable[[], Any]:
     if not callable(factory):
         raise GnDeployError(f"--model {ref!r}: {type(factory).__name__} is not callable")
     return factory
+
+
+def _module_file(module: Any) -> Path | None:
+    file = getattr(module, "__file__", None)
+    return Path(file).resolve() if file and Path(file).is_file() else None
+
+
+def source_files(ref: str | None, obj: object) -> list[Path]:
+    """The files a loaded model came from: the ``--model`` reference's module, the module that
+    defines ``obj``'s class, and every loaded module in those modules' folders (the user's
+    package beside them). Call after the model was loaded."""
+    modules = [sys.modules.get(type(obj).__module__)]
+    if ref is not None:
+        module_name = ref.partition(":")[0]
+        modules.append(sys.modules.get(module_name))
+        if module_name.endswith(".py"):
+            modules.append(sys.modules.get(_private_name(Path(module_name))))
+    files = [f for f in map(_module_file, modules) if f is not None]
+    folders = {f.parent for f in files}
+    for module in list(sys.modules.values()):
+        file = _module_file(module)
+        if file is not None and file not in files and folders & set(file.parents):
+            files.append(file)
+    return files

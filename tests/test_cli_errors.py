@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,7 +66,8 @@ def test_truncated_file(
     _one_error_line(err, str(cut))
 
 
-def test_model_without_gn(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["onnx", "trt-plugin"])
+def test_model_without_gn(capsys: pytest.CaptureFixture[str], tmp_path: Path, target: str) -> None:
     import onnx
     from onnx import TensorProto, helper
 
@@ -75,18 +78,20 @@ def test_model_without_gn(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
     )
     src = tmp_path / "relu.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), src)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    out = tmp_path / "o.onnx"
     # --strict: an error, nothing written
-    code, _, err = _run(capsys, "fuse", str(src), "-o", str(tmp_path / "o.onnx"), "--strict")
+    code, _, err = _run(capsys, "fuse", str(src), "-o", str(out), "--target", target, "--strict")
     assert code == 1
     _one_error_line(err, str(src), "no group normalization")
-    assert not (tmp_path / "o.onnx").exists()
-    # otherwise batch pipelines go on: the model is written unchanged, with one line saying so
-    code, out, _ = _run(capsys, "fuse", str(src), "-o", str(tmp_path / "o.onnx"))
+    assert not out.exists()
+    # otherwise batch pipelines go on: the model is written unchanged (not even its opset
+    # raised), with one line saying so
+    code, out_text, _ = _run(capsys, "fuse", str(src), "-o", str(out), "--target", target)
     assert code == 0
-    assert "no group normalization found: the model is written unchanged" in out
-    written = onnx.load(tmp_path / "o.onnx")
-    assert [n.op_type for n in written.graph.node] == ["Relu"]
+    assert "note: no group normalization found: the model is written unchanged" in out_text
+    assert "upgraded" not in out_text
+    assert out.read_bytes() == src.read_bytes()
 
 
 def test_output_equal_to_input(
@@ -216,23 +221,30 @@ def test_bad_paths_get_one_line_naming_them(
     assert any(a in lines[0] for a in named), lines[0]
 
 
-def test_model_file_that_exits_on_import(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+@pytest.mark.parametrize(
+    ("source", "needle"),
+    [
+        ("import sys\nsys.exit(0)\n", "sys.exit(0)"),
+        # a module the model file imports that is missing: a failure, not a usage error
+        ("import no_such_dependency_xyz\n", "no_such_dependency_xyz"),
+    ],
+    ids=["exits", "missing-dependency"],
+)
+def test_model_file_that_fails_on_import(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, source: str, needle: str
 ) -> None:
-    pytest.importorskip("torch", reason="export needs torch")
-    (tmp_path / "quits.py").write_text("import sys\nsys.exit(0)\n")
     code, _, err = _run(
         capsys,
         "export",
         "--model",
-        f"{tmp_path}/quits.py:f",
+        _model_file(tmp_path / "quits.py", source),
         "--input",
         "x:1x4",
         "-o",
         str(tmp_path / "o.onnx"),
     )
     assert code == 1
-    _one_error_line(err, "sys.exit(0)")
+    _one_error_line(err, needle)
 
 
 def test_model_file_named_like_a_library_does_not_replace_it(
@@ -324,19 +336,160 @@ def test_build_and_validate_name_the_plugin_node_the_plugin_would_refuse(
     _one_error_line(err, str(model), "node 'gn0'", *needles)
 
 
-def test_dynamo_export_says_nothing_about_missing_op_libraries(tmp_path: Path) -> None:
-    """torch's exporter lists each optional op library it did not find (torchvision's nms, ...)
-    once per process: a fresh process shows whether any of it reaches the user."""
+def _export_in_a_fresh_process(
+    tmp_path: Path, model: str, spec: str
+) -> subprocess.CompletedProcess[str]:
+    """What torch logs once per process (or straight to stderr) shows only in a fresh one."""
     pytest.importorskip("torch", reason="export needs torch")
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "gn_deploy.cli", "export", "--model", "gn_deploy.models:demo_unet",
-         "--input", "x:1x4x16x16", "-o", str(tmp_path / "m.onnx")],
+    return subprocess.run(
+        [sys.executable, "-m", "gn_deploy.cli", "export", "--model", model, "--input", spec,
+         "-o", str(tmp_path / "m.onnx")],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
+
+
+def test_dynamo_export_says_nothing_about_missing_op_libraries(tmp_path: Path) -> None:
+    """torch's exporter lists each optional op library it did not find (torchvision's nms, ...)
+    once per process."""
+    done = _export_in_a_fresh_process(tmp_path, "gn_deploy.models:demo_unet", "x:1x4x16x16")
     assert done.returncode == 0, done.stderr
     assert "Skipping" not in done.stderr and "not installed" not in done.stderr, done.stderr
     assert done.stderr.strip().splitlines() == ["exporting gn_deploy.models:demo_unet with the "
                                                 "dynamo exporter ..."], done.stderr  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["export", "--model", "{tmp}/nope.py:f", "--input", "x:1x4", "-o", "{tmp}/o.onnx"],
+         "{tmp}/nope.py: no such file"),
+        (["export", "--model", "no_such_module_xyz:f", "--input", "x:1x4", "-o", "{tmp}/o.onnx"],
+         "no module named 'no_such_module_xyz'"),
+        (["export", "--model", "gn_deploy.models:nope", "--input", "x:1x4", "-o", "{tmp}/o.onnx"],
+         "has no attribute 'nope'"),
+        (["fuse", "{tmp}/nothere.onnx", "-o", "{tmp}/o.onnx"], "{tmp}/nothere.onnx: no such file"),
+        (["inspect", "{tmp}/nothere.onnx"], "{tmp}/nothere.onnx: no such file"),
+        (["validate", "{tmp}/nothere.onnx", "{tmp}/nothere.onnx", "--input", "x:1x4"],
+         "{tmp}/nothere.onnx: no such file"),
+        (["build", "{tmp}/nothere.onnx", "-o", "{tmp}/e.engine"],
+         "{tmp}/nothere.onnx: no such file"),
+    ],
+)  # fmt: skip
+def test_a_missing_input_is_a_usage_error_everywhere(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], named: str
+) -> None:
+    if argv[0] == "export":
+        pytest.importorskip("torch", reason="export needs torch")
+    code, _, err = _run(capsys, *[a.format(tmp=tmp_path) for a in argv])
+    assert code == 2, err
+    _one_error_line(err, named.format(tmp=tmp_path))
+    assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "code", "needle"),
+    [(None, 2, "no such file"), (b"not onnx\n", 1, "not a valid ONNX model")],
+    ids=["missing", "not-onnx"],
+)
+def test_validate_names_a_file_it_cannot_read(
+    capsys: pytest.CaptureFixture[str],
+    exported: Exporter,
+    tmp_path: Path,
+    content: bytes | None,
+    code: int,
+    needle: str,
+) -> None:
+    bad = tmp_path / "bad.onnx"
+    if content is not None:
+        bad.write_bytes(content)
+    for argv in ([str(bad), str(exported("torchscript", 17))], [str(bad), str(bad)]):
+        got, _, err = _run(capsys, "validate", *argv)
+        assert got == code, err
+        assert "internal error" not in err
+        _one_error_line(err, str(bad), needle)
+
+
+@pytest.mark.parametrize(
+    ("spec", "needles"),
+    [
+        ("x:2x8x5", ["--input x:", "4 axes, given 3 (2x8x5)"]),
+        ("x:2x8x5x7", ["--input x:", "axis 3 is 6 in the model, given 7 (2x8x5x7)"]),
+        ("x:2x8x5x6:float16", ["--input x:", "input is float32, given float16"]),
+    ],
+    ids=["rank", "axis", "dtype"],
+)
+def test_validate_checks_feeds_against_the_model_inputs(
+    capsys: pytest.CaptureFixture[str], exported: Exporter, spec: str, needles: list[str]
+) -> None:
+    src = exported("torchscript", 17)
+    code, _, err = _run(capsys, "validate", str(src), str(src), "--input", spec)
+    assert code == 2
+    _one_error_line(err, str(src), *needles)
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("command", ["build", "validate"])
+def test_dynamic_dims_are_shown_by_their_axis_name(
+    capsys: pytest.CaptureFixture[str], exported: Exporter, tmp_path: Path, command: str
+) -> None:
+    src = exported("torchscript", 17, dynamic=True)
+    argv = [str(src), "-o", str(tmp_path / "e.engine")] if command == "build" else [str(src)] * 2
+    code, _, err = _run(capsys, command, *argv)
+    assert code == 2
+    _one_error_line(err, "input 'x' has dynamic dimensions [batch, 8, 5, 6]")
+
+
+@pytest.mark.parametrize(
+    ("inputs", "cause"),
+    [
+        (["x:1x8x8x8", "y:1x8x8x8"], "too many positional arguments"),
+        (["x:8"], "Expected at least 2 dimensions for input tensor but received 1"),
+    ],
+    ids=["arguments", "rank"],
+)
+def test_dynamo_export_failure_is_its_cause_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, inputs: list[str], cause: str
+) -> None:
+    pytest.importorskip("torch", reason="export needs torch")
+    argv = ["export", "--model", "gn_deploy.models:gn_block", "-o", str(tmp_path / "m.onnx")]
+    for spec in inputs:
+        argv += ["--input", spec]
+    code, _, err = _run(capsys, *argv)
+    assert code == 1
+    _one_error_line(err, "dynamo export of the model failed: " + cause)
+    assert not list(tmp_path.iterdir())
+
+
+def test_dynamo_export_failure_logged_by_torch_stays_one_line(tmp_path: Path) -> None:
+    """torch logs this failure itself (``E1202 ...``) before raising."""
+    done = _export_in_a_fresh_process(tmp_path, "gn_deploy.models:gn_block", "x:1x8x8x8:int64")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[1:] == [
+        "gn-deploy export: error: dynamo export of the model failed: mean(): could not infer "
+        "output dtype. Input dtype must be either a floating point or complex dtype. Got: "
+        "torch.int64"
+    ], done.stderr
+
+
+def _model_file(path: Path, source: str) -> str:
+    """A user's model file: its --model reference (factory ``f``)."""
+    pytest.importorskip("torch", reason="export needs torch")
+    path.write_text(source)
+    return f"{path}:f"
+
+
+def test_bf16_export_below_opset_22_names_the_opset_it_needs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ref = _model_file(
+        tmp_path / "bf.py",
+        "import torch\n\ndef f():\n    return torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3), "
+        "torch.nn.GroupNorm(2, 8)).to(torch.bfloat16)\n",
+    )
+    argv = ["export", "--model", ref, "--input", "x:2x8x8x8:bfloat16"]
+    code, _, err = _run(capsys, *argv, "-o", str(tmp_path / "bf.onnx"))
+    assert code == 1
+    _one_error_line(err, "Conv", "bfloat16", "export with --opset 22")
+    assert not (tmp_path / "bf.onnx").exists()
+    code, _, err = _run(capsys, *argv, "--opset", "22", "-o", str(tmp_path / "bf.onnx"))
+    assert code == 0, err

@@ -344,3 +344,48 @@ def test_model_local_functions_survive_the_opset_upgrade(
 
     x = np.random.default_rng(0).standard_normal((2, 8, 5, 6)).astype(np.float32)
     np.testing.assert_allclose(run_ort(out, {"x": x})[0], run_ort(src, {"x": x})[0], atol=1e-5)
+
+
+def test_export_never_overwrites_the_model_source_or_its_package(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("torch", reason="export needs torch")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "blocks_18_1.py").write_text(
+        "import torch\n\ndef block():\n    return torch.nn.GroupNorm(2, 4)\n"
+    )
+    (tmp_path / "nets.py").write_text(
+        "from blocks_18_1 import block\n\ndef make_block():\n    return block()\n"
+    )
+    sources = {p: p.read_bytes() for p in tmp_path.glob("*.py")}
+    for target in ("nets.py", "blocks_18_1.py"):
+        code, _, err = _run(
+            capsys, "export", "--model", f"{tmp_path}/nets.py:make_block", "--input",
+            "x:1x4x8x8", "--exporter", "torchscript", "-o", str(tmp_path / target),
+        )  # fmt: skip
+        assert code == 2
+        assert err.splitlines()[-1] == (
+            f"gn-deploy export: error: -o {tmp_path / target}: is a source file of the "
+            "--model; inputs are never overwritten"
+        ), err
+        assert {p: p.read_bytes() for p in tmp_path.glob("*.py")} == sources
+
+
+def test_data_files_of_the_replaced_output_are_removed(
+    wide_gn_model: Path, gn_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _external(wide_gn_model, tmp_path / "in.onnx", "in.onnx.data")
+    out = tmp_path / "out.onnx"
+    assert _run(capsys, "fuse", str(src), "-o", str(out))[0] == 0
+    assert len(list(tmp_path.glob("out.onnx.*.data"))) == 1
+    # the new output keeps its weights inside: the old data file goes, the input's stays
+    code, _, err = _run(capsys, "fuse", str(gn_model), "-o", str(out))
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "in.onnx.data", "out.onnx"]
+    onnx.checker.check_model(str(out), full_check=True)
+    # an output whose old data file is also an input's is replaced, the input left whole
+    shared = _external(wide_gn_model, tmp_path / "shared.onnx", "out.onnx.1234.data")
+    shutil.copy(shared, out)
+    data = (tmp_path / "out.onnx.1234.data").read_bytes()
+    assert _run(capsys, "fuse", str(shared), "-o", str(out))[0] == 0
+    assert (tmp_path / "out.onnx.1234.data").read_bytes() == data

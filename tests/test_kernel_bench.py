@@ -174,3 +174,14 @@ def test_bench_paths_times_every_path_that_serves(monkeypatch: pytest.MonkeyPatc
         "stream",
         "refused",
     ]
+
+
+def test_a_row_that_fell_back_fails_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gn_deploy import bench
+    from gn_deploy.cli import main
+
+    table = "| sd-unet-64 | NCHW | NOT COMPILED | invalid |\nERROR: torch.compile did not run"
+    monkeypatch.setattr(bench, "run", lambda *a, **k: table)
+    assert main(["bench", "kernels"]) == 1
+    monkeypatch.setattr(bench, "run", lambda *a, **k: table.splitlines()[0])
+    assert main(["bench", "kernels"]) == 0

@@ -355,29 +355,6 @@ def test_refuses_in_the_oldest_supported_onnxruntime(
     said = _run_in_oldest(tmp_path, fused_model(8, **attributes), x)
     assert re.search(f"error:.*node 'gn_7'.*{message}", said), said
 
-def _readme_block(heading: str) -> str:
-    text = (Path(__file__).parents[1] / "README.md").read_text()
-    section = text.split(heading, 1)[1]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
-
-
-def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("torch", reason="the example's model is exported from torch")
-    from gn_deploy.export import export_model
-    from gn_deploy.fusion import fuse_model
-
-    export_model("gn_deploy.models:demo_unet", ["x:1x4x32x32"], tmp_path / "demo.onnx",
-                 exporter="torchscript")
-    fuse_model(tmp_path / "demo.onnx", tmp_path / "demo.op.onnx", target="fused-op")
-    monkeypatch.chdir(tmp_path)
-    namespace: dict[str, object] = {}
-    exec(_readme_block("## ONNX Runtime: the fused op on the CPU"), namespace)
-    y = np.asarray(namespace["y"])
-    unfused = ort.InferenceSession("demo.onnx", providers=["CPUExecutionProvider"])
-    expected = unfused.run(None, {"x": np.zeros((1, 4, 32, 32), np.float32)})[0]
-    assert relative_l2(y.astype(np.float64), expected.astype(np.float64)) <= 1e-5
-
-
 FRAMEWORK_MODELS = sorted(p.stem for p in (Path(__file__).parent / "data").glob("*.npz"))
 
 
@@ -400,7 +377,7 @@ def test_vae_decoder_fused_matches_torch(tmp_path: Path) -> None:
     pytest.importorskip("torch", reason="the built-in models are torch modules")
     from gn_deploy.export import export_model
     from gn_deploy.fusion import fuse_model
-    from gn_deploy.validate import validate
+    from gn_deploy.parity import validate
 
     src, fused = tmp_path / "vae.onnx", tmp_path / "vae.op.onnx"
     factory = "gn_deploy.models:sd_vae_decoder"

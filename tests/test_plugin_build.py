@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gn_deploy.cli import main
-from gn_deploy.trt import plugin
+from gn_deploy.trt import plugin, plugin_build
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADERS = Path(os.environ.get("TENSORRT_INCLUDE_DIR", ROOT / "build" / "trt-include" / "include"))
@@ -50,13 +50,30 @@ def test_bad_build_options(
     assert len(err) == 1 and needle in err[0]
 
 
+def test_no_tensorrt_headers_is_one_line_before_anything_runs(
+    nowhere: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TensorRT_ROOT", raising=False)
+    monkeypatch.setattr(plugin_build, "HEADER_FOLDERS", (str(nowhere / "include"),))
+    assert main(["plugin", "build"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no TensorRT headers" in err[0] and "--tensorrt-include" in err[0]
+    assert str(nowhere / "include") in err[0]
+    assert not (nowhere / "cache").exists()
+
+
 @pytest.mark.skipif(
     subprocess.run(["which", "nvcc"], capture_output=True).returncode != 0, reason="needs nvcc"
 )
 def test_an_architecture_nvcc_does_not_know_is_named(
     nowhere: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["plugin", "build", "--cuda-arch", "86,9999"]) == 2
+    headers = nowhere / "include"
+    headers.mkdir()
+    (headers / "NvInferRuntime.h").write_text("")
+    assert (
+        main(["plugin", "build", "--tensorrt-include", str(headers), "--cuda-arch", "86,9999"]) == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--cuda-arch 9999" in err[0] and "86" in err[0]
     assert not (nowhere / "cache" / "gn-deploy" / "plugin" / "build").exists()

@@ -16,8 +16,8 @@ pytestmark = needs_builder
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_demo_engine_matches_torch(tmp_path: Path, precision: str) -> None:
     from gn_deploy.export import export_model
+    from gn_deploy.parity import validate
     from gn_deploy.trt.build import build_engine
-    from gn_deploy.validate import validate
 
     src = export_model(
         "gn_deploy.models:demo_unet", ["x:1x4x32x32"], tmp_path / "d.onnx", dynamic=["x:0=batch"]

@@ -9,7 +9,7 @@ import pytest
 
 from gn_deploy.cli import main
 from gn_deploy.fusion import fuse_model
-from gn_deploy.validate import compare, validate
+from gn_deploy.parity import compare, validate
 from tests.conftest import Exporter
 
 
@@ -68,3 +68,31 @@ def test_dynamic_input_needs_shape(capsys: pytest.CaptureFixture[str], exported:
     src = exported("dynamo", 18, dynamic=True)
     assert main(["validate", str(src), str(src)]) == 2
     assert "--input x:" in capsys.readouterr().err
+
+
+def test_a_factory_with_random_weights_validates_against_its_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """export and validate --model each call the factory: both must build the same model."""
+    pytest.importorskip("torch", reason="torch backend")
+    (tmp_path / "rand.py").write_text(
+        "import numpy as np\nimport torch\n\n\n"
+        "def make():\n"
+        "    gn = torch.nn.GroupNorm(2, 8)\n"
+        "    torch.nn.init.normal_(gn.weight)\n"
+        "    gn.bias.data = torch.from_numpy(np.random.standard_normal(8).astype(np.float32))\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3), gn)\n"
+    )
+    ref, src = f"{tmp_path}/rand.py:make", tmp_path / "m.onnx"
+    argv = ["--input", "x:2x4x8x8"]
+    assert main(["export", "--model", ref, *argv, "--exporter", "torchscript", "-o", str(src)]) == 0
+    assert main(["validate", "--model", ref, str(src), *argv, "--seed", "7"]) == 0
+    assert "parity: PASS" in capsys.readouterr().out
+    import numpy as np
+    import torch
+
+    state = torch.random.get_rng_state()
+    numbers = np.random.get_state()[1].copy()
+    assert main(["validate", "--model", ref, str(src), *argv]) == 0
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's generators untouched
+    assert (np.random.get_state()[1] == numbers).all()

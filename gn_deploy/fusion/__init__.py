@@ -181,6 +181,17 @@ def _check_strict(report: FuseReport, strict: bool) -> None:
         )
 
 
+def _without_gn(notes: list[str], copy: bool) -> list[str]:
+    """The notes for a model without GN: written as a copy, or what rewriting it changed."""
+    if copy:
+        return ["no group normalization found: the model is written unchanged (a copy)"]
+    return [
+        *notes,
+        "no group normalization found: nothing fused; the weights are written to a new "
+        "external data file beside the output",
+    ]
+
+
 def inspect_model(
     path: str | os.PathLike[str],
     target: str = "onnx",
@@ -241,10 +252,11 @@ def fuse_model(
                 "if it is"
             )
         pending, report = _analyse(model, emitter, verify, seed)
+        copy = not report.sites and not external
         if not report.sites:
             if strict:
                 raise GnDeployError(f"{path}: no group normalization found (--strict)")
-            notes.append("no group normalization found: the model is written unchanged")
+            notes = _without_gn(notes, copy)
         _check_strict(report, strict)
         edits = Edits.of(model)
         for site, proof, row in pending:
@@ -256,7 +268,9 @@ def fuse_model(
                 model.ir_version = max(model.ir_version, MIN_IR_VERSION)
                 staged = outputs.stage_model(model, out)
             else:
-                staged = outputs.stage_bytes(out, patched_bytes(model, edits))
+                data = src.read_bytes() if copy else patched_bytes(model, edits)
+                staged = outputs.stage_bytes(out, data)
+                outputs.replaces_model(out)
             check_model_file(staged, out, src if invalid is not None else None)
             report.input, report.output = os.fspath(path), os.fspath(out)
             report.notes = notes

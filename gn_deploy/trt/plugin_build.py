@@ -28,6 +28,33 @@ def built_library() -> Path | None:
     return path if path.is_file() else None
 
 
+HEADER = "NvInferRuntime.h"
+# Where the plugin's CMakeLists looks for TensorRT's headers without -DTensorRT_INCLUDE_DIR
+# (with $TensorRT_ROOT/include first).
+HEADER_FOLDERS = (
+    "/usr/include",
+    "/usr/local/include",
+    "/usr/include/x86_64-linux-gnu",
+    "/usr/local/tensorrt/include",
+    "/opt/tensorrt/include",
+)
+
+
+def _found_headers() -> Path:
+    """The first of the usual folders that holds TensorRT's headers (checked before any build
+    step runs or the cache folder is touched)."""
+    root = os.environ.get("TensorRT_ROOT")  # noqa: SIM112 (the name CMake reads)
+    folders = [Path(root) / "include"] if root else []
+    folders += map(Path, HEADER_FOLDERS)
+    for folder in folders:
+        if (folder / HEADER).is_file():
+            return folder
+    raise UsageError(
+        f"no TensorRT headers ({HEADER}) in {', '.join(map(str, folders))}: pass "
+        "--tensorrt-include DIR (a TensorRT install's or a NVIDIA/TensorRT checkout's include/)"
+    )
+
+
 def _tool(name: str, hint: str) -> str:
     found = shutil.which(name)
     if found is None:
@@ -39,12 +66,12 @@ def build_plugin(tensorrt_include: str | os.PathLike[str] | None, cuda_archs: st
     """Configure and build the plugin library in the cache folder; return its path."""
     if not (SOURCES / "CMakeLists.txt").is_file():
         raise GnDeployError(f"{SOURCES}: the plugin sources are missing from this install")
-    include = Path(tensorrt_include) if tensorrt_include else None
-    if include is not None and not (include / "NvInferRuntime.h").is_file():
-        raise UsageError(f"--tensorrt-include {include}: no NvInferRuntime.h there")
+    if tensorrt_include and not (Path(tensorrt_include) / HEADER).is_file():
+        raise UsageError(f"--tensorrt-include {tensorrt_include}: no {HEADER} there")
     archs = [a.strip() for a in cuda_archs.split(",")] if cuda_archs is not None else []
     if not all(re.fullmatch(r"\d+[af]?", a) for a in archs):
         raise UsageError(f"--cuda-arch {cuda_archs!r}: expected numbers like 86,89,90 (or 90a)")
+    include = Path(tensorrt_include) if tensorrt_include else _found_headers()
     cmake = _tool("cmake", "pip install cmake, or install it with your system's packages")
     nvcc = _tool("nvcc", "install the CUDA toolkit (nvcc) and put it on PATH")
     known = _nvcc_architectures(nvcc)
@@ -53,15 +80,13 @@ def build_plugin(tensorrt_include: str | os.PathLike[str] | None, cuda_archs: st
         raise UsageError(f"--cuda-arch {unknown[0]}: this nvcc builds for {', '.join(known)}")
     build = cache_folder() / "build"
     configure = [cmake, "-S", str(SOURCES), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release"]
-    if include is not None:
-        configure.append(f"-DTensorRT_INCLUDE_DIR={include.resolve()}")
+    configure.append(f"-DTensorRT_INCLUDE_DIR={include.resolve()}")
     if cuda_archs is not None:
         configure.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_archs.replace(',', ';')}")
     _run(configure, "CMake could not configure the plugin build")
     _run(
         [cmake, "--build", str(build), "--target", "gn_trt_plugin", "-j"],
-        "the plugin library did not build"
-        + ("" if include is not None else " (no TensorRT headers found: pass --tensorrt-include)"),
+        "the plugin library did not build",
     )
     library = build / LIBRARY_NAME
     if not library.is_file():

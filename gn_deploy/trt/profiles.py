@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import onnx
 
 from gn_deploy.errors import UsageError
+from gn_deploy.modelio import shown_dims, value_dims
 
 Shape = tuple[int, ...]
 
@@ -63,9 +64,8 @@ def profiles_for(model: onnx.ModelProto, specs: Sequence[str]) -> list[Profile]:
         if profile is None:
             if any(d is None or d <= 0 for d in dims):
                 raise UsageError(
-                    f"input {inp.name!r} has dynamic dimensions "
-                    f"{['?' if d is None else d for d in dims]}; give them with "
-                    f"--shapes {inp.name}:MIN,OPT,MAX"
+                    f"input {inp.name!r} has dynamic dimensions {shown_dims(value_dims(inp))}; "
+                    f"give them with --shapes {inp.name}:MIN,OPT,MAX"
                 )
             profile = Profile(inp.name, tuple(dims), tuple(dims), tuple(dims))  # type: ignore[arg-type]
         _check_static(profile, dims)

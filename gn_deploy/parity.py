@@ -13,7 +13,7 @@ import onnx
 
 from gn_deploy import plugin_op
 from gn_deploy.errors import GnDeployError, UsageError
-from gn_deploy.modelio import load_proto
+from gn_deploy.modelio import load_proto, shown_dims, value_dims
 from gn_deploy.reference import relative_l2, tolerance_for
 from gn_deploy.specs import InputSpec
 from gn_deploy.validity import first_line
@@ -118,15 +118,36 @@ def make_inputs(
     return feeds
 
 
-def _graph_inputs(path: str | os.PathLike[str]) -> list[str]:
+def _graph_inputs(path: str | os.PathLike[str]) -> list[onnx.ValueInfoProto]:
     model = load_proto(path)
     initializers = {i.name for i in model.graph.initializer}
-    return [i.name for i in model.graph.input if i.name not in initializers]
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def _dtype(value: onnx.ValueInfoProto) -> str:
+    return str(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+
+
+def _feed_error(value: onnx.ValueInfoProto, feed: np.ndarray) -> str | None:
+    """How ``feed`` does not fit the model input ``value`` (dtype, rank, static sizes)."""
+    if not value.type.HasField("tensor_type"):
+        return None
+    given = "x".join(map(str, feed.shape))
+    if _dtype(value) != str(feed.dtype):
+        return f"the model's input is {_dtype(value)}, given {feed.dtype}"
+    dims = value_dims(value)
+    if value.type.tensor_type.HasField("shape") and len(dims) != feed.ndim:
+        return f"the model's input has {len(dims)} axes, given {feed.ndim} ({given})"
+    for axis, (want, got) in enumerate(zip(dims, feed.shape, strict=False)):
+        if isinstance(want, int) and want != got:
+            return f"axis {axis} is {want} in the model, given {got} ({given})"
+    return None
 
 
 def _check_feeds(feeds: dict[str, np.ndarray], path: str | os.PathLike[str], option: str) -> None:
-    """Every model input is fed, and every feed is a model input (names as the model has them)."""
-    wanted = _graph_inputs(path)
+    """Every model input is fed, every feed is a model input (names as the model has them), and
+    each feed has the input's dtype, rank and static sizes."""
+    wanted = {value.name: value for value in _graph_inputs(path)}
     unknown = [name for name in feeds if name not in wanted]
     if unknown:
         raise UsageError(
@@ -136,23 +157,22 @@ def _check_feeds(feeds: dict[str, np.ndarray], path: str | os.PathLike[str], opt
     missing = [name for name in wanted if name not in feeds]
     if missing:
         raise UsageError(f"{option}: {path} needs input {missing[0]!r} too")
+    for name, value in wanted.items():
+        error = _feed_error(value, feeds[name])
+        if error is not None:
+            raise UsageError(f"{option} {name}: does not fit {path}: {error}")
 
 
 def _specs_from_onnx(path: str | os.PathLike[str]) -> list[InputSpec]:
-    model = onnx.load(path, load_external_data=False)
-    initializers = {i.name for i in model.graph.initializer}
     specs = []
-    for inp in model.graph.input:
-        if inp.name in initializers:
-            continue
-        dims = inp.type.tensor_type.shape.dim
-        if not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+    for value in _graph_inputs(path):
+        dims = value_dims(value)
+        if not all(isinstance(d, int) and d > 0 for d in dims):
             raise UsageError(
-                f"{path}: input {inp.name!r} has dynamic dimensions; give its shape with "
-                f"--input {inp.name}:1x..."
+                f"{path}: input {value.name!r} has dynamic dimensions "
+                f"{shown_dims(dims)}; give its shape with --input {value.name}:1x..."
             )
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
-        specs.append(InputSpec(inp.name, tuple(d.dim_value for d in dims), str(dtype)))
+        specs.append(InputSpec(value.name, tuple(int(d) for d in dims), _dtype(value)))
     return specs
 
 
