@@ -6,7 +6,8 @@ gn-deploy's FusedGroupNorm (op library) and, for the floor, one copy of the same
 read, one write: Expand to its own shape, which ONNX Runtime runs in fp16 without the Casts it
 puts around a Relu). End to end: models unfused, fused with `--target onnx` and with
 `--target fused-op`. The cases compared in a row run in this process with the same inputs and
-session options, their runs interleaved, so that the ratios hold on a noisy machine. Each
+session options (ONNX Runtime's defaults but the thread count), timed in turns, so that the
+ratios hold on a noisy machine. Each
 session's optimized graph is read back: the ops ORT ran are listed, and a FusedGroupNorm case
 whose graph lost the op, or whose output leaves the design tolerance of the float64
 reference, stops the benchmark.
@@ -136,48 +137,65 @@ def layer_model(form: str, shape: LayerShape, dtype: type) -> onnx.ModelProto:
 
 
 class Case:
-    """One model in one ONNX Runtime session, and the ops the session kept after optimizing."""
+    """One model for ONNX Runtime at a thread count: its sessions are opened one at a time (the
+    idle thread pool of another session would take cores from the one being timed), and the
+    ops the first one kept after optimizing are read back."""
 
     def __init__(self, model: onnx.ModelProto | Path, threads: int, workdir: Path) -> None:
-        import onnxruntime as ort
-
         from gn_deploy.backends.ort import uses_fused_op
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # Threads that spin after a run would take the cores from the case that runs next.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
+        proto = isinstance(model, onnx.ModelProto)
+        self.source = model.SerializeToString() if proto else str(model)
+        self.threads = threads
+        self.fused = uses_fused_op(model)
         optimized = workdir / "optimized.onnx"
-        options.optimized_model_filepath = str(optimized)
-        if uses_fused_op(model):
+        self.session = self.open(optimized)
+        kept = onnx.load(optimized, load_external_data=False)
+        self.ops = Counter(n.op_type for n in kept.graph.node)
+
+    def open(self, optimized: Path | None = None) -> Any:
+        """A new session (its optimized graph written to ``optimized`` when given)."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        if optimized is not None:
+            options.optimized_model_filepath = str(optimized)
+        if self.fused:
             from gn_deploy import ort_library
 
             ort_library.register(options)
-        source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        kept = onnx.load(optimized, load_external_data=False)
-        self.ops = Counter(n.op_type for n in kept.graph.node)
+        return ort.InferenceSession(self.source, options, providers=["CPUExecutionProvider"])
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[Any]:
         return list(self.session.run(None, feeds))
 
+    def close(self) -> None:
+        self.session = None
+
 
 def interleaved_ms(
-    cases: dict[str, Case], feeds: dict[str, np.ndarray], repeat: int
+    cases: dict[str, Case], feeds: dict[str, np.ndarray], repeat: int, rounds: int = 3
 ) -> dict[str, float]:
-    """Median ms per case over ``repeat`` rounds, each round running every case once (after
-    one warm-up run each): a slow stretch of the machine costs every case alike."""
-    times: dict[str, list[float]] = {name: [] for name in cases}
+    """Median ms per case of ``repeat`` timed runs, taken in ``rounds`` rounds that each run
+    every case in turn, each turn on a session of its own (opened, run once untimed, timed,
+    closed): a slow stretch of the machine costs every case alike."""
     for case in cases.values():
-        case.run(feeds)
-    for _ in range(repeat):
+        case.close()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for r in range(rounds):
+        share = repeat // rounds + (1 if r < repeat % rounds else 0)
         for name, case in cases.items():
-            start = time.perf_counter()
-            case.run(feeds)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+            session = case.open()
+            session.run(None, feeds)
+            for _ in range(share):
+                start = time.perf_counter()
+                session.run(None, feeds)
+                times[name].append(time.perf_counter() - start)
+            del session
+    return {name: statistics.median(t) * 1e3 for name, t in times.items() if t}
 
 
 def _check_fused(case: Case, shape: LayerShape, x: np.ndarray) -> None:
@@ -284,8 +302,8 @@ def bench_ort(
         f"command: `gn-deploy bench ort --repeat {repeat}`",
         f"date: {datetime.date.today().isoformat()}; machine: {_machine()}; "
         f"ONNX Runtime {ort.__version__} CPU, all graph optimizations, "
-        f"{' and '.join(map(str, THREADS))} intra-op threads (no spinning); runs "
-        "of the cases in a row interleaved",
+        f"{' and '.join(map(str, THREADS))} intra-op threads; the cases of a row timed "
+        "in turns of a third of the runs each (one session open at a time), in one process",
         "",
         "## One GN + SiLU layer (median ms, N = 1, G = 32)",
         "",
