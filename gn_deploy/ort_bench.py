@@ -299,7 +299,7 @@ def bench_ort(
         ]
         ends = model_rows(paths, repeat, workdir)
     head = [
-        f"command: `gn-deploy bench ort --repeat {repeat}`",
+        f"command: `gn-deploy bench ort {''.join(f'{m} ' for m in models)}--repeat {repeat}`",
         f"date: {datetime.date.today().isoformat()}; machine: {_machine()}; "
         f"ONNX Runtime {ort.__version__} CPU, all graph optimizations, "
         f"{' and '.join(map(str, THREADS))} intra-op threads; the cases of a row timed "

@@ -24,6 +24,8 @@ def test_tables_and_what_ran(tmp_path: Path) -> None:
     for row in layer_rows:  # four times, two ratios, all positive numbers
         assert all(float(v) > 0 for v in row.split("|")[3:9])
     assert "- fused-op: FusedGroupNorm\n" in text
+    model = DATA / "keras_groupnorm.onnx"
+    assert text.startswith(f"command: `gn-deploy bench ort {model} --repeat 2`")  # says what ran
     assert "- floor: Expand\n" in text
     assert re.search(r"- sandwich: .*InstanceNormalization", text)
     model_row = next(ln for ln in text.splitlines() if ln.startswith("| keras_groupnorm.onnx"))
