@@ -143,6 +143,10 @@ def _plugin(args: argparse.Namespace) -> int:
 
     if args.action == "build":
         print(build_plugin(args.tensorrt_include, args.cuda_arch))
+    elif args.action == "ort":
+        from gn_deploy.ort_library import library_path
+
+        print(library_path())
     else:
         print(find_plugin_library())
     return 0
@@ -455,19 +459,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "plugin",
-        help="build gn-deploy's TensorRT plugin library, or print where it is",
+        help="gn-deploy's TensorRT plugin library (build it, or print where it is) and its "
+        "ONNX Runtime op library",
         description="build: compile libgn_trt_plugin.so from the sources installed with "
         "gn-deploy (CMake and nvcc; TensorRT's headers from a TensorRT install or a "
         "NVIDIA/TensorRT checkout) into ~/.cache/gn-deploy/plugin, and print its path. path: "
         "print the library `build` would load (--plugin, $GN_DEPLOY_TRT_PLUGIN, the cache, a "
-        "checkout's build folder).",
+        "checkout's build folder). ort: print the path of the ONNX Runtime op library "
+        "(libgn_ort.so: FusedGroupNorm on the CPU), building it first with the C++ compiler if "
+        "needed, for ONNX Runtime's RegisterCustomOpsLibrary in any language.",
         epilog="examples:\n"
         "  gn-deploy plugin build --tensorrt-include ~/src/TensorRT/include --cuda-arch 86,89\n"
-        "  trtexec --onnx=m.trt.onnx --dynamicPlugins=$(gn-deploy plugin path)\n"
-        "  polygraphy run m.trt.onnx --trt --plugins $(gn-deploy plugin path)",
+        "  trtexec --onnx=m.op.onnx --dynamicPlugins=$(gn-deploy plugin path)\n"
+        "  polygraphy run m.op.onnx --trt --plugins $(gn-deploy plugin path)\n"
+        "  gn-deploy plugin ort",
         formatter_class=_Formatter,
     )
-    p.add_argument("action", choices=["build", "path"])
+    p.add_argument("action", choices=["build", "path", "ort"])
     p.add_argument(
         "--tensorrt-include",
         metavar="DIR",
