@@ -159,3 +159,17 @@ def plugin_model(path: Path, **attributes: object) -> Path:
     opsets = [helper.make_opsetid("", 21), helper.make_opsetid("gn_deploy", 1)]
     onnx.save(helper.make_model(graph, opset_imports=opsets), path)
     return path
+
+
+def require_ort_library() -> None:
+    """Skip the calling test module where gn-deploy's ONNX Runtime op library cannot be built
+    (no C++ compiler), saying why."""
+    import pytest
+
+    from gn_deploy import ort_library
+    from gn_deploy.errors import GnDeployError
+
+    try:
+        ort_library.library_path()
+    except GnDeployError as exc:
+        pytest.skip(f"needs gn-deploy's ONNX Runtime op library: {exc}", allow_module_level=True)

@@ -10,6 +10,9 @@ import pytest
 
 from gn_deploy.errors import GnDeployError
 from gn_deploy.ort_bench import FORMS, Case, LayerShape, _check_fused, bench_ort, layer_model
+from tests.helpers import require_ort_library
+
+require_ort_library()
 
 TINY = LayerShape("tiny", 64, 8)
 DATA = Path(__file__).parent / "data"

@@ -25,9 +25,12 @@ from gn_deploy import ort_library
 from gn_deploy.errors import GnDeployError
 from gn_deploy.kernels import DType, Layout, Params, Status
 from gn_deploy.reference import group_norm_reference, relative_l2, tolerance_for
+from tests.helpers import require_ort_library
 
 DTYPES = {DType.FLOAT32: np.float32, DType.FLOAT16: np.float16, DType.BFLOAT16: ml_dtypes.bfloat16}
 ELEMENT = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}
+require_ort_library()
+
 ORDER = ["baseline", "avx2", "avx512"]
 # Every instruction set up to this CPU's best: the lower ones are what other machines run.
 ISAS = ORDER[: ORDER.index(ort_library.cpu_isa()) + 1]
@@ -390,3 +393,20 @@ def test_vae_decoder_fused_matches_torch(tmp_path: Path) -> None:
 def test_library_builds_without_a_warning() -> None:
     log = ort_library.library_path().parent / ort_library.BUILD_LOG
     assert log.read_text() == ""
+
+
+def test_without_a_compiler_fuse_still_works_and_says_what_it_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The proof falls back to ONNX's reference evaluator; the gate says it checked less."""
+    from gn_deploy.fusion import fuse_model
+
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    ort_library._cached_build.cache_clear()
+    try:
+        data = Path(__file__).parent / "data"
+        report = fuse_model(data / "keras_groupnorm.onnx", tmp_path / "f.onnx", target="fused-op")
+    finally:
+        ort_library._cached_build.cache_clear()
+    assert report.count("fused") == 1
+    assert "no C++ compiler found" in capsys.readouterr().err
