@@ -89,6 +89,11 @@ def test_the_wheel_carries_the_plugin_sources(tmp_path: Path) -> None:
     for source in ("CMakeLists.txt", "src/tiled_kernel.cuh", "src/trt_plugin.cpp",
                    "include/groupnorm/groupnorm.h"):  # fmt: skip
         assert f"gn_deploy/plugin_src/{source}" in names, source
+    from gn_deploy import ort_library  # every file the ONNX Runtime op library is built from
+
+    for path in ort_library._inputs():
+        source = path.relative_to(ort_library.SOURCES).as_posix()
+        assert f"gn_deploy/plugin_src/{source}" in names, source
 
 
 @pytest.mark.skipif(
