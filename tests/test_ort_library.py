@@ -410,3 +410,27 @@ def test_without_a_compiler_fuse_still_works_and_says_what_it_skipped(
         ort_library._cached_build.cache_clear()
     assert report.count("fused") == 1
     assert "no C++ compiler found" in capsys.readouterr().err
+
+
+def test_the_gate_loads_fused_op_models_in_onnxruntime(tmp_path: Path) -> None:
+    """A FusedGroupNorm model ONNX's checker passes (it does not type-check custom domains) but
+    ONNX Runtime will not load (fp16 x, float32 y declared) is refused before it is written."""
+    from gn_deploy.validity import check_model_file
+
+    def model(y_type: int) -> onnx.ModelProto:
+        proto = fused_model(8, TensorProto.FLOAT16)
+        for value in (proto.graph.input[0], proto.graph.output[0]):
+            typed = helper.make_tensor_value_info(value.name, TensorProto.FLOAT16, [1, 8, 2, 2])
+            value.CopyFrom(typed)
+        proto.graph.output[0].type.tensor_type.elem_type = y_type
+        return proto
+
+    good = tmp_path / "good.onnx"
+    onnx.save(model(TensorProto.FLOAT16), good)
+    check_model_file(good, good)
+    bad_model = model(TensorProto.FLOAT)
+    bad = tmp_path / "bad.onnx"
+    onnx.save(bad_model, bad)
+    onnx.checker.check_model(str(bad), full_check=True)
+    with pytest.raises(GnDeployError, match="ONNX Runtime would not load the result"):
+        check_model_file(bad, bad)
