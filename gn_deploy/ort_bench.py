@@ -37,6 +37,7 @@ from gn_deploy.reference import group_norm_reference, relative_l2, tolerance_for
 
 THREADS = (1, 2)
 FORMS = ("sandwich", "groupnorm-21", "fused-op", "floor")
+TARGETS = ("onnx", "fused-op")  # what the end-to-end table fuses each model for
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,10 @@ def _silu(source: str) -> list[onnx.NodeProto]:
     ]
 
 
-def _sandwich(shape: LayerShape, dtype: type) -> tuple[list[onnx.NodeProto], list[np.ndarray]]:
+Layer = tuple[list[onnx.NodeProto], list[onnx.TensorProto]]  # nodes and initializers
+
+
+def _sandwich(shape: LayerShape, dtype: type) -> Layer:
     gamma, beta = _affine(shape)
     groups = shape.groups
     nodes = [
@@ -98,7 +102,7 @@ def _sandwich(shape: LayerShape, dtype: type) -> tuple[list[onnx.NodeProto], lis
     return nodes, [numpy_helper.from_array(v, k) for k, v in consts.items()]
 
 
-def _groupnorm_21(shape: LayerShape, dtype: type) -> tuple[list[onnx.NodeProto], list[Any]]:
+def _groupnorm_21(shape: LayerShape, dtype: type) -> Layer:
     gamma, beta = _affine(shape)
     node = helper.make_node("GroupNormalization", ["x", "gamma", "beta"], ["n"],
                             num_groups=shape.groups, epsilon=1e-5)
@@ -107,7 +111,7 @@ def _groupnorm_21(shape: LayerShape, dtype: type) -> tuple[list[onnx.NodeProto],
     return [node, *_silu("n")], inits
 
 
-def _fused_op(shape: LayerShape, dtype: type) -> tuple[list[onnx.NodeProto], list[Any]]:
+def _fused_op(shape: LayerShape, dtype: type) -> Layer:
     gamma, beta = _affine(shape)
     node = helper.make_node(plugin_op.OP_TYPE, ["x", "gamma", "beta"], ["y"],
                             domain=plugin_op.DOMAIN, num_groups=shape.groups, epsilon=1e-5,
@@ -115,7 +119,7 @@ def _fused_op(shape: LayerShape, dtype: type) -> tuple[list[onnx.NodeProto], lis
     return [node], [numpy_helper.from_array(gamma, "gamma"), numpy_helper.from_array(beta, "beta")]
 
 
-def _floor(shape: LayerShape, dtype: type) -> tuple[list[onnx.NodeProto], list[Any]]:
+def _floor(shape: LayerShape, dtype: type) -> Layer:
     dims = numpy_helper.from_array(np.array(shape.dims, np.int64), "dims")
     return [helper.make_node("Expand", ["x", "dims"], ["y"])], [dims]
 
@@ -125,7 +129,7 @@ _BUILDERS = {"sandwich": _sandwich, "groupnorm-21": _groupnorm_21, "fused-op": _
 
 
 def layer_model(form: str, shape: LayerShape, dtype: type) -> onnx.ModelProto:
-    """One GN + SiLU layer of ``shape`` in ``form`` (the floor: one Relu)."""
+    """One GN + SiLU layer of ``shape`` in ``form`` (the floor: one copy)."""
     nodes, inits = _BUILDERS[form](shape, dtype)
     element = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     graph = helper.make_graph(
@@ -137,9 +141,9 @@ def layer_model(form: str, shape: LayerShape, dtype: type) -> onnx.ModelProto:
 
 
 class Case:
-    """One model for ONNX Runtime at a thread count: its sessions are opened one at a time (the
-    idle thread pool of another session would take cores from the one being timed), and the
-    ops the first one kept after optimizing are read back."""
+    """One model for ONNX Runtime at a thread count, and the ops its session kept after
+    optimizing. Sessions are opened per use and closed after it: the idle thread pool of
+    another open session would take cores from the one being timed."""
 
     def __init__(self, model: onnx.ModelProto | Path, threads: int, workdir: Path) -> None:
         from gn_deploy.backends.ort import uses_fused_op
@@ -149,7 +153,7 @@ class Case:
         self.threads = threads
         self.fused = uses_fused_op(model)
         optimized = workdir / "optimized.onnx"
-        self.session = self.open(optimized)
+        self.open(optimized)
         kept = onnx.load(optimized, load_external_data=False)
         self.ops = Counter(n.op_type for n in kept.graph.node)
 
@@ -170,10 +174,8 @@ class Case:
         return ort.InferenceSession(self.source, options, providers=["CPUExecutionProvider"])
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[Any]:
-        return list(self.session.run(None, feeds))
-
-    def close(self) -> None:
-        self.session = None
+        """The outputs of one run on a session of its own."""
+        return list(self.open().run(None, feeds))
 
 
 def interleaved_ms(
@@ -182,8 +184,6 @@ def interleaved_ms(
     """Median ms per case of ``repeat`` timed runs, taken in ``rounds`` rounds that each run
     every case in turn, each turn on a session of its own (opened, run once untimed, timed,
     closed): a slow stretch of the machine costs every case alike."""
-    for case in cases.values():
-        case.close()
     times: dict[str, list[float]] = {name: [] for name in cases}
     for r in range(rounds):
         share = repeat // rounds + (1 if r < repeat % rounds else 0)
@@ -202,7 +202,7 @@ def _check_fused(case: Case, shape: LayerShape, x: np.ndarray) -> None:
     """The fused-op case ran gn-deploy's op and computed GN + SiLU within the design tolerance."""
     if case.ops.get(plugin_op.OP_TYPE) != 1:
         raise GnDeployError(f"bench ort: ONNX Runtime ran {dict(case.ops)}, not FusedGroupNorm")
-    y = np.asarray(case.session.run(None, {"x": x})[0], np.float64)
+    y = np.asarray(case.run({"x": x})[0], np.float64)
     gamma, beta = _affine(shape)
     ref = group_norm_reference(x.astype(np.float64), shape.groups, 1e-5, gamma, beta, 1)
     error = relative_l2(y, ref)
@@ -258,16 +258,16 @@ def model_rows(paths: Sequence[Path], repeat: int, workdir: Path) -> list[str]:
 
     rows = []
     for path in paths:
-        variants = {"unfused": path}
-        for target in ("onnx", "fused-op"):
-            variants[target] = workdir / f"{path.stem}.{target}.onnx"
-            report = fuse_model(path, variants[target], target=target)
+        fused_paths = {target: workdir / f"{path.stem}.{target}.onnx" for target in TARGETS}
+        variants = {"unfused": path, **fused_paths}
+        fuse_model(path, variants["onnx"], target="onnx")
+        fused = fuse_model(path, variants["fused-op"], target="fused-op").count("fused")
         feeds = _feeds(path)
         for threads in THREADS:
             cases = {name: Case(p, threads, workdir) for name, p in variants.items()}
             ms = interleaved_ms(cases, feeds, repeat)
             rows.append(
-                f"| {path.name} | {report.count('fused')} | {threads} | {ms['unfused']:.3g} | "
+                f"| {path.name} | {fused} | {threads} | {ms['unfused']:.3g} | "
                 f"{ms['onnx']:.3g} | {ms['fused-op']:.3g} | {ms['unfused'] / ms['onnx']:.2f} | "
                 f"{ms['unfused'] / ms['fused-op']:.2f} |"
             )
