@@ -42,6 +42,22 @@ struct VectorPlace {
   }
 };
 
+// add(v, acc) folded over the first `valid` of a thread's VPT register vectors, in order.
+template <typename T, int VEC, int VPT, class Add>
+__device__ __forceinline__ float register_sum(const uint4 (&raw)[VPT], int valid, Add add) {
+  float acc = 0.0f;
+#pragma unroll
+  for (int k = 0; k < VPT; ++k) {
+    if (k < valid) {
+      float f[VEC];
+      unpack<T, VEC>(raw[k], f);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) acc = add(f[j], acc);
+    }
+  }
+  return acc;
+}
+
 template <typename T, int VPT, bool NHWC>
 __global__ void __launch_bounds__(kRegisterMaxThreads)
     register_kernel(const T* __restrict__ x, const float* __restrict__ gamma,
@@ -77,28 +93,12 @@ __global__ void __launch_bounds__(kRegisterMaxThreads)
   }
 
   // This thread's statistics, exact two passes over its registers.
-  float sum = 0.0f;
-#pragma unroll
-  for (int k = 0; k < VPT; ++k) {
-    if (k < valid) {
-      float f[VEC];
-      unpack<T, VEC>(raw[k], f);
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) sum += f[j];
-    }
-  }
+  const float sum =
+      register_sum<T, VEC, VPT>(raw, valid, [](float v, float acc) { return acc + v; });
   const float count = static_cast<float>(valid * VEC);
   const float mean = valid > 0 ? sum / count : 0.0f;
-  float m2 = 0.0f;
-#pragma unroll
-  for (int k = 0; k < VPT; ++k) {
-    if (k < valid) {
-      float f[VEC];
-      unpack<T, VEC>(raw[k], f);
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) m2 = fmaf(f[j] - mean, f[j] - mean, m2);
-    }
-  }
+  const float m2 = register_sum<T, VEC, VPT>(
+      raw, valid, [mean](float v, float acc) { return fmaf(v - mean, v - mean, acc); });
   Stats s = block_reduce(Stats{mean, m2, count}, scratch);
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
