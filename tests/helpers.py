@@ -135,13 +135,17 @@ def export_torch(
     return path
 
 
-def plugin_model(path: Path, **attributes: object) -> Path:
-    """One FusedGroupNorm node ``gn0`` over x [1, 32, 4, 4] with the attributes given, gamma
-    and beta random."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+def fused_proto(
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    element: int = onnx.TensorProto.FLOAT,
+    dims: list[int] | None = None,
+    **attributes: object,
+) -> onnx.ModelProto:
+    """One FusedGroupNorm node ``gn0`` over x of ``element`` type and ``dims`` (None: any
+    shape) with the attributes given; IR version 10, which ONNX Runtime 1.20 still reads."""
+    from onnx import helper, numpy_helper
 
-    rng = np.random.default_rng(0)
     node = helper.make_node(
         "FusedGroupNorm", ["x", "gamma", "beta"], ["y"], name="gn0", domain="gn_deploy",
         **attributes,
@@ -149,15 +153,19 @@ def plugin_model(path: Path, **attributes: object) -> Path:
     graph = helper.make_graph(
         [node],
         "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 4, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 4, 4])],
-        [
-            numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "gamma"),
-            numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "beta"),
-        ],
+        [helper.make_tensor_value_info("x", element, dims)],
+        [helper.make_tensor_value_info("y", element, dims)],
+        [numpy_helper.from_array(gamma, "gamma"), numpy_helper.from_array(beta, "beta")],
     )
     opsets = [helper.make_opsetid("", 21), helper.make_opsetid("gn_deploy", 1)]
-    onnx.save(helper.make_model(graph, opset_imports=opsets), path)
+    return helper.make_model(graph, opset_imports=opsets, ir_version=10)
+
+
+def plugin_model(path: Path, **attributes: object) -> Path:
+    """:func:`fused_proto` over x [1, 32, 4, 4] float32, gamma and beta random, saved at path."""
+    rng = np.random.default_rng(0)
+    gamma, beta = (rng.standard_normal(32).astype(np.float32) for _ in range(2))
+    onnx.save(fused_proto(gamma, beta, dims=[1, 32, 4, 4], **attributes), path)
     return path
 
 

@@ -25,7 +25,7 @@ from gn_deploy import ort_library
 from gn_deploy.errors import GnDeployError
 from gn_deploy.kernels import DType, Layout, Params, Status
 from gn_deploy.reference import group_norm_reference, relative_l2, tolerance_for
-from tests.helpers import require_ort_library
+from tests.helpers import fused_proto, require_ort_library
 
 DTYPES = {DType.FLOAT32: np.float32, DType.FLOAT16: np.float16, DType.BFLOAT16: ml_dtypes.bfloat16}
 ELEMENT = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}
@@ -169,18 +169,13 @@ def fused_model(
     gamma_length: int | None = None,
     **attributes: object,
 ) -> onnx.ModelProto:
-    attributes = attributes or {"num_groups": 4, "epsilon": 1e-5, "activation": 1}
+    """FusedGroupNorm node gn0 (num_groups 4, SiLU unless attributes are given) with gamma
+    linspace(0.5, 2) and beta linspace(-1, 1) of ``gamma_length`` (default: channels)."""
     length = channels if gamma_length is None else gamma_length
-    node = helper.make_node("FusedGroupNorm", ["x", "gamma", "beta"], ["y"], name="gn_7",
-                            domain="gn_deploy", **attributes)
-    graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", element, None)],
-        [helper.make_tensor_value_info("y", element, None)],
-        [onnx.numpy_helper.from_array(np.linspace(0.5, 2, length).astype(np.float32), "gamma"),
-         onnx.numpy_helper.from_array(np.linspace(-1, 1, length).astype(np.float32), "beta")],
-    )
-    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("gn_deploy", 1)]
-    return helper.make_model(graph, opset_imports=opsets, ir_version=10)  # ORT 1.20 reads <= 10
+    gamma = np.linspace(0.5, 2, length).astype(np.float32)
+    beta = np.linspace(-1, 1, length).astype(np.float32)
+    attributes = attributes or {"num_groups": 4, "epsilon": 1e-5, "activation": 1}
+    return fused_proto(gamma, beta, element, **attributes)
 
 
 def run_ort(model: onnx.ModelProto, x: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -243,7 +238,7 @@ def test_intra_op_threads_change_no_bit() -> None:
 )
 def test_bad_attributes_name_the_node(attributes: dict[str, object], message: str) -> None:
     x = np.zeros((1, 8, 2, 2), np.float32)
-    with pytest.raises(Exception, match=f"node 'gn_7'.*{message}"):
+    with pytest.raises(Exception, match=f"node 'gn0'.*{message}"):
         run_ort(fused_model(8, **attributes), x)
 
 
@@ -266,12 +261,12 @@ def test_integer_epsilon_is_accepted_as_the_plugin_does() -> None:
 )
 def test_bad_shapes_name_the_node(shape: tuple[int, ...], gamma_length: int | None,
                                   message: str) -> None:
-    with pytest.raises(Exception, match=f"node 'gn_7'.*{message}"):
+    with pytest.raises(Exception, match=f"node 'gn0'.*{message}"):
         run_ort(fused_model(8, gamma_length=gamma_length), np.zeros(shape, np.float32))
 
 
 def test_unsupported_dtype_is_refused_at_load() -> None:
-    with pytest.raises(Exception, match=r"FusedGroupNorm.*gn_7"):
+    with pytest.raises(Exception, match=r"FusedGroupNorm.*gn0"):
         run_ort(fused_model(8, TensorProto.DOUBLE), np.zeros((1, 8, 2, 2)))
 
 
@@ -356,7 +351,7 @@ def test_refuses_in_the_oldest_supported_onnxruntime(
 ) -> None:
     x = np.zeros((1, 8, 2, 2), np.float32)
     said = _run_in_oldest(tmp_path, fused_model(8, **attributes), x)
-    assert re.search(f"error:.*node 'gn_7'.*{message}", said), said
+    assert re.search(f"error:.*node 'gn0'.*{message}", said), said
 
 FRAMEWORK_MODELS = sorted(p.stem for p in (Path(__file__).parent / "data").glob("*.npz"))
 
