@@ -411,12 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
         "For TensorRT-RTX, FusedGroupNorm ops that do not set channels_last get "
         "channels_last=1 (it cannot time formats ahead of time). Written atomically; the last "
         "line says what was built: engine layers, plugin layers and their format.",
-        epilog="examples:\n"
-        "  gn-deploy build demo.fused.onnx -o demo.engine --runtime tensorrt-rtx \\\n"
-        "      --compute-capability 8.6,12.0 --shapes x:1x4x32x32,2x4x32x32,4x4x32x32\n"
-        "  gn-deploy build demo.op.onnx -o demo.engine --precision fp16 --report build.json \\\n"
-        "      --shapes x:1x4x32x32,2x4x32x32,4x4x32x32               # TensorRT and a GPU",
-        formatter_class=_Formatter,
+        **_examples(
+            "gn-deploy build demo.fused.onnx -o demo.engine --runtime tensorrt-rtx \\",
+            "    --compute-capability 8.6,12.0 --shapes x:1x4x32x32,2x4x32x32,4x4x32x32",
+            "gn-deploy build demo.op.onnx -o demo.engine --precision fp16 --report build.json \\",
+            "    --shapes x:1x4x32x32,2x4x32x32,4x4x32x32               # TensorRT and a GPU",
+        ),
     )
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.engine")
@@ -468,12 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
         "checkout's build folder). ort: print the path of the ONNX Runtime op library "
         "(libgn_ort.so: FusedGroupNorm on the CPU), building it first with the C++ compiler if "
         "needed, for ONNX Runtime's RegisterCustomOpsLibrary in any language.",
-        epilog="examples:\n"
-        "  gn-deploy plugin build --tensorrt-include ~/src/TensorRT/include --cuda-arch 86,89\n"
-        "  trtexec --onnx=m.op.onnx --dynamicPlugins=$(gn-deploy plugin path)\n"
-        "  polygraphy run m.op.onnx --trt --plugins $(gn-deploy plugin path)\n"
-        "  gn-deploy plugin ort",
-        formatter_class=_Formatter,
+        **_examples(
+            "gn-deploy plugin build --tensorrt-include ~/src/TensorRT/include --cuda-arch 86,89",
+            "trtexec --onnx=m.op.onnx --dynamicPlugins=$(gn-deploy plugin path)",
+            "polygraphy run m.op.onnx --trt --plugins $(gn-deploy plugin path)",
+            "gn-deploy plugin ort",
+        ),
     )
     p.add_argument("action", choices=["build", "path", "ort"])
     p.add_argument(
