@@ -56,13 +56,11 @@ class Forward {
         gamma_(gamma), beta_(beta), esize_(p.dtype == GN_FLOAT32 ? 4 : 2),
         per_group_(p.c / p.groups), nhwc_(p.layout == GN_NHWC) {
     // NCHW chunks are runs of a group's values; NHWC chunks are runs of whole positions.
-    const int64_t group_elems = per_group_ * p.spatial;
     units_ = nhwc_ ? p.n : p.n * p.groups;
     unit_groups_ = nhwc_ ? p.groups : 1;
+    unit_length_ = nhwc_ ? p.spatial : per_group_ * p.spatial;
     chunk_ = nhwc_ ? std::max<int64_t>(1, kChunkElements / p.c) : kChunkElements;
-    const int64_t unit_length = nhwc_ ? p.spatial : group_elems;
-    chunks_ = (unit_length + chunk_ - 1) / chunk_;
-    unit_length_ = unit_length;
+    chunks_ = (unit_length_ + chunk_ - 1) / chunk_;
     moments_.resize(static_cast<size_t>(units_ * chunks_ * unit_groups_));
     mean_.resize(static_cast<size_t>(p.n * p.c));
     scale_.resize(static_cast<size_t>(p.n * p.c));
