@@ -24,7 +24,13 @@ from onnx import TensorProto, helper
 from gn_deploy import ort_library
 from gn_deploy.errors import GnDeployError
 from gn_deploy.kernels import DType, Layout, Params, Status
-from gn_deploy.reference import group_norm_reference, relative_l2, tolerance_for
+from gn_deploy.reference import (
+    ELEMENT_TOLERANCES,
+    group_norm_reference,
+    max_element_error,
+    relative_l2,
+    tolerance_for,
+)
 from tests.helpers import fused_proto, require_ort_library
 
 DTYPES = {DType.FLOAT32: np.float32, DType.FLOAT16: np.float16, DType.BFLOAT16: ml_dtypes.bfloat16}
@@ -141,6 +147,26 @@ def test_threads_and_task_order_change_no_bit(layout: Layout, shape: tuple[int, 
                                 parallel_for=_shuffled_on_threads(threads, seed))
         assert status == Status.SUCCESS
         assert np.array_equal(y.view(np.uint16), serial.view(np.uint16))
+
+
+@pytest.mark.parametrize("layout", list(Layout))
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("isa", ISAS)
+def test_silu_at_extreme_preactivations(layout: Layout, dtype: DType, isa: str) -> None:
+    """SiLU where e^-v overflows fp32 (v below -88) or vanishes, each element within the design's
+    bound: one channel a group, shifted by beta from -1000 to 1000 with gamma 40."""
+    x = np.random.default_rng(5).standard_normal((2, 9, 7, 5))
+    beta = np.array([-1000, -120, -89, -87, 0, 87, 89, 120, 1000], np.float32)
+    gamma = np.full(9, 40.0, np.float32)
+    x = x.astype(DTYPES[dtype])
+    given_x = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if layout == Layout.NHWC else x
+    status, y = cpu_forward(given_x, gamma, beta, 9, 1, layout, isa)
+    assert status == Status.SUCCESS
+    if layout == Layout.NHWC:
+        y = np.moveaxis(y, -1, 1)
+    ref = group_norm_reference(x.astype(np.float64), 9, 1e-5, gamma, beta, 1)
+    name = str(np.dtype(DTYPES[dtype]))
+    assert max_element_error(y, ref) <= ELEMENT_TOLERANCES[name]
 
 
 def test_nan_stays_in_its_group() -> None:

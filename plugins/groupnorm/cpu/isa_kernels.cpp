@@ -210,47 +210,58 @@ inline float hsum(vf v) {
 }
 #endif
 
-// e^f for |f| <= ln2 / 2 by a degree-5 polynomial fitted for relative error (below 2e-7).
-inline vf exp_reduced(vf f) {
-  vf p = splat(0.008261534385383129f);
-  p = p * f + 0.04189877212047577f;
-  p = p * f + 0.16668114066123962f;
-  p = p * f + 0.49999141693115234f;
-  p = p * f + 0.9999995231628418f;
-  return p * f + 1.0f;
+// 2^f for 0 <= f <= 1 by Horner over coefficients fitted for relative error: degree 5 (below
+// 1.6e-7 in fp32 arithmetic) when kExact, else degree 3 (below 7.5e-5, for 16-bit outputs, whose
+// rounding step is 2^-11 or coarser).
+template <bool kExact>
+inline vf exp2_unit(vf f) {
+  if constexpr (kExact) {
+    vf p = splat(0.0018775742501020432f);
+    p = p * f + 0.008989345282316208f;
+    p = p * f + 0.05582631379365921f;
+    p = p * f + 0.24015361070632935f;
+    p = p * f + 0.6931530833244324f;
+    return p * f + 0.9999999403953552f;
+  } else {
+    vf p = splat(0.07802419364452362f);
+    p = p * f + 0.2260672152042389f;
+    p = p * f + 0.6958337426185608f;
+    return p * f + 0.9999251961708069f;
+  }
 }
 
 constexpr float kLog2e = 1.44269504088896341f;
-constexpr float kLn2 = 0.693147180559945309f;
 
 #if defined(__AVX512F__)
-// e^-v = 2^n e^f, n = round(-v log2 e): VSCALEFPS applies 2^n with the hardware's own overflow
-// to infinity and underflow to 0, so no clamp is needed (the maskz forms keep GCC 12's headers
-// from warning).
+// e^-v = 2^t, t = -v log2 e held below 2^126 (so 1 + e^-v and the Newton step stay finite):
+// VREDUCEPS gives t - floor(t) and VSCALEFPS applies 2^floor(t), underflowing to 0 by itself
+// (the maskz forms keep GCC 12's headers from warning).
+template <bool kExact>
 inline vf exp_neg(vf v) {
-  const __m512 x = reinterpret_cast<__m512>(v);
-  const __m512 n = _mm512_maskz_roundscale_ps(0xffff, _mm512_mul_ps(x, _mm512_set1_ps(-kLog2e)),
-                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const vf f = reinterpret_cast<vf>(_mm512_fnmsub_ps(n, _mm512_set1_ps(kLn2), x));
-  const __m512 p = reinterpret_cast<__m512>(exp_reduced(f));
-  return reinterpret_cast<vf>(_mm512_maskz_scalef_ps(0xffff, p, n));
+  const __m512 t =
+      _mm512_maskz_min_ps(0xffff, reinterpret_cast<__m512>(v * -kLog2e), _mm512_set1_ps(126.0f));
+  const vf f = reinterpret_cast<vf>(
+      _mm512_maskz_reduce_ps(0xffff, t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+  return reinterpret_cast<vf>(
+      _mm512_maskz_scalef_ps(0xffff, reinterpret_cast<__m512>(exp2_unit<kExact>(f)), t));
 }
 #else
-// e^-v with -v clamped to [-87, 88], 2^n built in the exponent bits.
+// e^-v = 2^t with t = -v log2 e clamped to [-126, 126]; n = round(t - 1/2) is floor(t) (t itself
+// at a tie, so t - n lies in [0, 1]) and 2^n is built in the exponent bits.
+template <bool kExact>
 inline vf exp_neg(vf v) {
 #if defined(__AVX2__)
-  const __m256 low = _mm256_max_ps(reinterpret_cast<__m256>(-v), _mm256_set1_ps(-87.0f));
-  const __m256 clamped = _mm256_min_ps(low, _mm256_set1_ps(88.0f));
-  const vf t = reinterpret_cast<vf>(clamped);
+  const __m256 low = _mm256_max_ps(reinterpret_cast<__m256>(v * -kLog2e), _mm256_set1_ps(-126.0f));
+  const vf t = reinterpret_cast<vf>(_mm256_min_ps(low, _mm256_set1_ps(126.0f)));
 #else
-  vf t = -v;
-  t = t < -87.0f ? splat(-87.0f) : t;
-  t = t > 88.0f ? splat(88.0f) : t;
+  vf t = v * -kLog2e;
+  t = t < -126.0f ? splat(-126.0f) : t;
+  t = t > 126.0f ? splat(126.0f) : t;
 #endif
   const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const vf n = (t * kLog2e + magic) - magic;
+  const vf n = ((t - 0.5f) + magic) - magic;
   const vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-  return exp_reduced(t - n * kLn2) * reinterpret_cast<vf>(e);
+  return exp2_unit<kExact>(t - n) * reinterpret_cast<vf>(e);
 }
 #endif
 
@@ -274,32 +285,33 @@ inline vf reciprocal(vf d) {
 #endif
 }
 
-// SiLU in full fp32 precision for fp32 outputs; for 16-bit outputs the reciprocal estimate
-// alone, its error well below their rounding.
+// SiLU in full fp32 precision for fp32 outputs; for 16-bit outputs a shorter polynomial and the
+// reciprocal estimate alone, their errors well below those outputs' rounding.
 template <class T, bool kSilu>
 inline vf activate(vf v) {
   if constexpr (kSilu) {
-    return v * reciprocal<std::is_same_v<T, float>>(1.0f + exp_neg(v));
+    constexpr bool kExact = std::is_same_v<T, float>;
+    return v * reciprocal<kExact>(1.0f + exp_neg<kExact>(v));
   } else {
     return v;
   }
 }
 
-// The sum over n contiguous values of (x - centre), or of its square, in two accumulators.
+// The sum over n contiguous values of (x - centre), or of its square, in four accumulators (one
+// would wait on the addition's latency every vector).
 template <class T, bool kSquare>
 float centred_sum(const void* xv, int64_t n, float centre) {
   const T* x = static_cast<const T*>(xv);
   const vf c = splat(centre);
   const auto term = [](vf d) { return kSquare ? d * d : d; };
-  vf a0 = vf{}, a1 = vf{};
+  vf a[4] = {};
   int64_t i = 0;
-  for (; i + 2 * W <= n; i += 2 * W) {
-    a0 += term(Io<T>::load(x + i) - c);
-    a1 += term(Io<T>::load(x + i + W) - c);
+  for (; i + 4 * W <= n; i += 4 * W) {
+    for (int k = 0; k < 4; ++k) a[k] += term(Io<T>::load(x + i + k * W) - c);
   }
-  for (; i + W <= n; i += W) a0 += term(Io<T>::load(x + i) - c);
-  if (i < n) a1 += term(load_part(x + i, n - i, centre) - c);
-  return hsum(a0 + a1);
+  for (int k = 0; i + W <= n; i += W, ++k) a[k] += term(Io<T>::load(x + i) - c);
+  if (i < n) a[3] += term(load_part(x + i, n - i, centre) - c);
+  return hsum((a[0] + a[1]) + (a[2] + a[3]));
 }
 
 template <class T, bool kSilu>
