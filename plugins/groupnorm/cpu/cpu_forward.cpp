@@ -6,8 +6,9 @@
 // into chunks of about kChunkElements; each chunk's statistics are two passes over it while it
 // sits in L1 (the mean of x - shift, then the squared deviations from that mean: no
 // E[x^2] - E[x]^2), merged with Chan's formula in double in chunk order. The chunks depend on the
-// shape alone and every element is normalised by the same code wherever its chunk runs, so
-// neither the thread count nor the order the tasks run in changes a bit of the result.
+// shape alone and every element is normalised by the same code wherever its chunk runs (a chunk's
+// sum is the same additions whether it rides along a normalisation or not), so neither the
+// thread count nor the order the tasks run in changes a bit of the result.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -105,9 +106,38 @@ class Forward {
   }
 
   // y for one chunk, once its unit is finished.
-  void normalize(int64_t task) {
-    const int64_t unit = task / chunks_, k = task % chunks_;
-    const int64_t begin = k * chunk_, end = std::min(unit_length_, begin + chunk_);
+  void normalize(int64_t task) { normalize_chunk(task / chunks_, task % chunks_, false); }
+
+  // Cut the units into about `wanted` runs of neighbours, one task each; how many there are.
+  int64_t split_units(int64_t wanted) {
+    run_units_ = (units_ + wanted - 1) / std::max<int64_t>(1, wanted);
+    return (units_ + run_units_ - 1) / run_units_;
+  }
+
+  // A run of units in one task: each unit's chunks stay in cache between its statistics and its
+  // normalisation, and (NCHW) the next unit's statistics pass rides along this one's
+  // normalisation, its reads from memory hidden behind the arithmetic.
+  void unit_run(int64_t run) {
+    const int64_t first = run * run_units_, last = std::min(units_, first + run_units_);
+    for (int64_t k = 0; k < chunks_; ++k) stats(first * chunks_ + k);
+    for (int64_t u = first; u < last; ++u) {
+      finish(u);
+      const bool more = u + 1 < last;
+      for (int64_t k = 0; k < chunks_; ++k) normalize_chunk(u, k, more && !nhwc_);
+      for (int64_t k = 0; more && nhwc_ && k < chunks_; ++k) stats((u + 1) * chunks_ + k);
+    }
+  }
+
+  std::atomic<bool> failed{false};
+
+ private:
+  Moments& moment(int64_t unit, int64_t k, int64_t gu) {
+    return moments_[static_cast<size_t>((unit * chunks_ + k) * unit_groups_ + gu)];
+  }
+
+  // y for chunk k of a unit; with `ride` (NCHW), the statistics of chunk k of the next unit too.
+  void normalize_chunk(int64_t unit, int64_t k, bool ride) {
+    const int64_t begin = k * chunk_, end = begin + chunk_length(k);
     if (nhwc_) {
       const int64_t at = (unit * p_.spatial + begin) * p_.c;
       const size_t row = static_cast<size_t>(unit * p_.c);
@@ -118,39 +148,46 @@ class Forward {
     // A run of a group's values crosses channels every spatial values.
     const int64_t channel = (unit / p_.groups) * p_.c + (unit % p_.groups) * per_group_ +
                             begin / p_.spatial;
-    const int64_t at = unit * unit_length_ + begin;
     const size_t coef = static_cast<size_t>(channel);
-    ops_.affine(x_ + at * esize_, y_ + at * esize_, end - begin, begin % p_.spatial, p_.spatial,
-                &mean_[coef], &scale_[coef], &shift_[coef], p_.activation);
+    const float next_shift = ride ? group_shift(unit + 1) : 0.0f;
+    const float sum = ops_.affine(span(unit, k), y_ + (unit * unit_length_ + begin) * esize_,
+                                  end - begin, begin % p_.spatial, p_.spatial, &mean_[coef],
+                                  &scale_[coef], &shift_[coef], p_.activation,
+                                  ride ? span(unit + 1, k) : nullptr, next_shift);
+    if (ride) span_moments(unit + 1, k, next_shift, sum);
   }
 
-  // A whole unit in one task: its chunks stay in cache between statistics and normalisation.
-  void unit(int64_t u) {
-    for (int64_t k = 0; k < chunks_; ++k) stats(u * chunks_ + k);
-    finish(u);
-    for (int64_t k = 0; k < chunks_; ++k) normalize(u * chunks_ + k);
+  // NCHW: chunk k of a group's values, and its first value, by which every chunk is shifted.
+  const char* span(int64_t unit, int64_t k) const {
+    return x_ + (unit * unit_length_ + k * chunk_) * esize_;
   }
 
-  std::atomic<bool> failed{false};
-
- private:
-  Moments& moment(int64_t unit, int64_t k, int64_t gu) {
-    return moments_[static_cast<size_t>((unit * chunks_ + k) * unit_groups_ + gu)];
+  float group_shift(int64_t unit) const {
+    float first;
+    ops_.to_float(span(unit, 0), 1, &first);
+    return first;
   }
 
   void stats_span(int64_t unit, int64_t k) {
-    const int64_t begin = k * chunk_, length = std::min(unit_length_, begin + chunk_) - begin;
-    const char* group = x_ + unit * unit_length_ * esize_;
-    float first;
-    ops_.to_float(group, 1, &first);  // every chunk of the group is shifted by its first value
-    const char* x = group + begin * esize_;
-    const double mean = first + static_cast<double>(ops_.sum(x, length, first)) / length;
-    const float m2 = ops_.m2(x, length, static_cast<float>(mean));
+    const float shift = group_shift(unit);
+    span_moments(unit, k, shift, ops_.sum(span(unit, k), chunk_length(k), shift));
+  }
+
+  // A chunk's moments from the sum of its values less shift: the mean, then the squared
+  // deviations from it while the chunk is still in cache.
+  void span_moments(int64_t unit, int64_t k, float shift, float sum) {
+    const int64_t length = chunk_length(k);
+    const double mean = shift + static_cast<double>(sum) / length;
+    const float m2 = ops_.m2(span(unit, k), length, static_cast<float>(mean));
     moment(unit, k, 0) = Moments{static_cast<double>(length), mean, m2};
   }
 
+  int64_t chunk_length(int64_t k) const {
+    return std::min(unit_length_, (k + 1) * chunk_) - k * chunk_;
+  }
+
   void stats_rows(int64_t unit, int64_t k) {
-    const int64_t begin = k * chunk_, rows = std::min(unit_length_, begin + chunk_) - begin;
+    const int64_t begin = k * chunk_, rows = chunk_length(k);
     const int64_t c = p_.c;
     thread_local std::vector<float> scratch;
     scratch.resize(static_cast<size_t>(3 * c));
@@ -190,6 +227,7 @@ class Forward {
   int64_t esize_, per_group_;
   bool nhwc_;
   int64_t units_ = 0, unit_groups_ = 0, chunk_ = 0, chunks_ = 0, unit_length_ = 0;
+  int64_t run_units_ = 1;
   std::vector<Moments> moments_;
   std::vector<float> mean_, scale_, shift_;
 };
@@ -218,15 +256,16 @@ int32_t run_serially(void*, gn_task_fn task, void* data, size_t count) {
   return 0;
 }
 
-// Small tensors on the calling thread; whole units per task when there are enough of them to
-// keep every core busy; otherwise the chunks of all units in two rounds (statistics, then
-// normalisation) around the merge.
+// Small tensors on the calling thread (one run of all units); runs of whole units per task, two
+// runs a core, when there are enough units to keep every core busy; otherwise the chunks of all
+// units in two rounds (statistics, then normalisation) around the merge.
 gn_status run(Forward& forward, gn_parallel_for parallel_for, void* runner) {
   static const int64_t cores = usable_cores();  // a system call: once
   if (forward.elements() < kSerialElements) parallel_for = run_serially;
   bool ok = true;
   if (parallel_for == run_serially || forward.units() >= 2 * cores) {
-    ok = parallel_for(runner, run_task<&Forward::unit>, &forward, forward.units()) == 0;
+    const int64_t runs = forward.split_units(parallel_for == run_serially ? 1 : 2 * cores);
+    ok = parallel_for(runner, run_task<&Forward::unit_run>, &forward, runs) == 0;
   } else {
     ok = parallel_for(runner, run_task<&Forward::stats>, &forward, forward.tasks()) == 0;
     for (int64_t u = 0; ok && u < forward.units(); ++u) forward.finish(u);

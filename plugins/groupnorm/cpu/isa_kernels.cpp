@@ -298,29 +298,60 @@ inline vf activate(vf v) {
 }
 
 // The sum over n contiguous values of (x - centre), or of its square, in four accumulators (one
-// would wait on the addition's latency every vector).
+// would wait on the addition's latency every vector), four vectors a step so that it can ride
+// along another loop: the same additions in the same order however it is stepped.
 template <class T, bool kSquare>
-float centred_sum(const void* xv, int64_t n, float centre) {
-  const T* x = static_cast<const T*>(xv);
-  const vf c = splat(centre);
-  const auto term = [](vf d) { return kSquare ? d * d : d; };
-  vf a[4] = {};
-  int64_t i = 0;
-  for (; i + 4 * W <= n; i += 4 * W) {
-    for (int k = 0; k < 4; ++k) a[k] += term(Io<T>::load(x + i + k * W) - c);
+class CentredSum {
+ public:
+  CentredSum(const T* x, int64_t n, float centre) : x_(x), n_(n), centre_(centre) {}
+
+  // Four more vectors, while four remain.
+  void step() {
+    if (i_ + 4 * W > n_) return;
+    for (int k = 0; k < 4; ++k) a_[k] += term(Io<T>::load(x_ + i_ + k * W));
+    i_ += 4 * W;
   }
-  for (int k = 0; i + W <= n; i += W, ++k) a[k] += term(Io<T>::load(x + i) - c);
-  if (i < n) a[3] += term(load_part(x + i, n - i, centre) - c);
-  return hsum((a[0] + a[1]) + (a[2] + a[3]));
+
+  // The rest, and the sum; once.
+  float finish() {
+    while (i_ + 4 * W <= n_) step();
+    for (int k = 0; i_ + W <= n_; i_ += W, ++k) a_[k] += term(Io<T>::load(x_ + i_));
+    if (i_ < n_) a_[3] += term(load_part(x_ + i_, n_ - i_, centre_));
+    return hsum((a_[0] + a_[1]) + (a_[2] + a_[3]));
+  }
+
+ private:
+  vf term(vf v) const {
+    const vf d = v - centre_;
+    return kSquare ? d * d : d;
+  }
+
+  const T* x_;
+  int64_t n_;
+  float centre_;
+  int64_t i_ = 0;
+  vf a_[4] = {};
+};
+
+template <class T, bool kSquare>
+float centred_sum(const void* x, int64_t n, float centre) {
+  return CentredSum<T, kSquare>(static_cast<const T*>(x), n, centre).finish();
 }
 
+// y = act((x - m) * a + b) over n values, stepping `ride` once every four vectors.
 template <class T, bool kSilu>
-void affine_span(const T* x, T* y, int64_t n, float m, float a, float b) {
+void affine_span(const T* x, T* y, int64_t n, float m, float a, float b,
+                 CentredSum<T, false>& ride) {
   const vf vm = splat(m), va = splat(a), vb = splat(b);
-  int64_t i = 0;
-  for (; i + W <= n; i += W) {
+  const auto out = [&](int64_t i) {
     Io<T>::store(y + i, activate<T, kSilu>((Io<T>::load(x + i) - vm) * va + vb));
+  };
+  int64_t i = 0;
+  for (; i + 4 * W <= n; i += 4 * W) {
+    for (int k = 0; k < 4; ++k) out(i + k * W);
+    ride.step();
   }
+  for (; i + W <= n; i += W) out(i);
   if (i < n) {
     store_part(y + i, n - i, activate<T, kSilu>((load_part(x + i, n - i, m) - vm) * va + vb));
   }
@@ -329,24 +360,27 @@ void affine_span(const T* x, T* y, int64_t n, float m, float a, float b) {
 // The run channel by channel: each channel's part is a span of its own coefficients.
 template <class T, bool kSilu>
 void affine_channels(const T* x, T* y, int64_t n, int64_t offset, int64_t spatial,
-                     const float* m, const float* a, const float* b) {
+                     const float* m, const float* a, const float* b, CentredSum<T, false>& ride) {
   for (int64_t i = 0, j = 0; i < n; ++j) {
     const int64_t run = std::min(n - i, spatial - (j == 0 ? offset : 0));
-    affine_span<T, kSilu>(x + i, y + i, run, m[j], a[j], b[j]);
+    affine_span<T, kSilu>(x + i, y + i, run, m[j], a[j], b[j], ride);
     i += run;
   }
 }
 
 template <class T>
-void affine(const void* xv, void* yv, int64_t n, int64_t offset, int64_t spatial, const float* m,
-            const float* a, const float* b, int32_t act) {
+float affine(const void* xv, void* yv, int64_t n, int64_t offset, int64_t spatial,
+             const float* m, const float* a, const float* b, int32_t act, const void* next,
+             float next_shift) {
   const T* x = static_cast<const T*>(xv);
   T* y = static_cast<T*>(yv);
+  CentredSum<T, false> ride(static_cast<const T*>(next), next != nullptr ? n : 0, next_shift);
   if (act == GN_ACT_SILU) {
-    affine_channels<T, true>(x, y, n, offset, spatial, m, a, b);
+    affine_channels<T, true>(x, y, n, offset, spatial, m, a, b, ride);
   } else {
-    affine_channels<T, false>(x, y, n, offset, spatial, m, a, b);
+    affine_channels<T, false>(x, y, n, offset, spatial, m, a, b, ride);
   }
+  return ride.finish();
 }
 
 // Channels last: lanes are channels j..j+k of each row; the padding lanes hold 0 on both sides.
