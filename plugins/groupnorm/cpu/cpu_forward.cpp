@@ -150,11 +150,12 @@ class Forward {
                             begin / p_.spatial;
     const size_t coef = static_cast<size_t>(channel);
     const float next_shift = ride ? group_shift(unit + 1) : 0.0f;
+    float* copy = ride ? chunk_copy() : nullptr;
     const float sum = ops_.affine(span(unit, k), y_ + (unit * unit_length_ + begin) * esize_,
                                   end - begin, begin % p_.spatial, p_.spatial, &mean_[coef],
                                   &scale_[coef], &shift_[coef], p_.activation,
-                                  ride ? span(unit + 1, k) : nullptr, next_shift);
-    if (ride) span_moments(unit + 1, k, next_shift, sum);
+                                  ride ? span(unit + 1, k) : nullptr, next_shift, copy);
+    if (ride) span_moments(unit + 1, k, next_shift, sum, copy);
   }
 
   // NCHW: chunk k of a group's values, and its first value, by which every chunk is shifted.
@@ -170,15 +171,26 @@ class Forward {
 
   void stats_span(int64_t unit, int64_t k) {
     const float shift = group_shift(unit);
-    span_moments(unit, k, shift, ops_.sum(span(unit, k), chunk_length(k), shift));
+    float* copy = chunk_copy();
+    span_moments(unit, k, shift, ops_.sum(span(unit, k), chunk_length(k), shift, copy), copy);
+  }
+
+  // Where a 16-bit chunk's values go as fp32 during its sum pass (this thread's, reused chunk
+  // after chunk); nullptr for fp32, whose chunk is read as it is.
+  float* chunk_copy() const {
+    if (esize_ == 4) return nullptr;
+    thread_local std::vector<float> copy;
+    copy.resize(static_cast<size_t>(chunk_));
+    return copy.data();
   }
 
   // A chunk's moments from the sum of its values less shift: the mean, then the squared
-  // deviations from it while the chunk is still in cache.
-  void span_moments(int64_t unit, int64_t k, float shift, float sum) {
+  // deviations from it while the chunk is still in cache (from its fp32 copy, if any).
+  void span_moments(int64_t unit, int64_t k, float shift, float sum, const float* copy) {
     const int64_t length = chunk_length(k);
     const double mean = shift + static_cast<double>(sum) / length;
-    const float m2 = ops_.m2(span(unit, k), length, static_cast<float>(mean));
+    const float* values = copy != nullptr ? copy : reinterpret_cast<const float*>(span(unit, k));
+    const float m2 = ops_.m2(values, length, static_cast<float>(mean));
     moment(unit, k, 0) = Moments{static_cast<double>(length), mean, m2};
   }
 

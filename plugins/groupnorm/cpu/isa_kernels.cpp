@@ -233,13 +233,15 @@ inline vf exp2_unit(vf f) {
 constexpr float kLog2e = 1.44269504088896341f;
 
 #if defined(__AVX512F__)
-// e^-v = 2^t, t = -v log2 e held below 2^126 (so 1 + e^-v and the Newton step stay finite):
-// VREDUCEPS gives t - floor(t) and VSCALEFPS applies 2^floor(t), underflowing to 0 by itself
-// (the maskz forms keep GCC 12's headers from warning).
+// e^-v = 2^t, t = -v log2 e; when kExact held below 126 so that 1 + e^-v and the Newton step
+// stay finite (without it, 1 + e^-v may overflow to infinity and its reciprocal estimate is 0,
+// as it should be). VREDUCEPS gives t - floor(t) and VSCALEFPS applies 2^floor(t), overflowing
+// and underflowing by itself (the maskz forms keep GCC 12's headers from warning).
 template <bool kExact>
 inline vf exp_neg(vf v) {
+  const __m512 scaled = reinterpret_cast<__m512>(v * -kLog2e);
   const __m512 t =
-      _mm512_maskz_min_ps(0xffff, reinterpret_cast<__m512>(v * -kLog2e), _mm512_set1_ps(126.0f));
+      kExact ? _mm512_maskz_min_ps(0xffff, scaled, _mm512_set1_ps(126.0f)) : scaled;
   const vf f = reinterpret_cast<vf>(
       _mm512_maskz_reduce_ps(0xffff, t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
   return reinterpret_cast<vf>(
@@ -299,24 +301,30 @@ inline vf activate(vf v) {
 
 // The sum over n contiguous values of (x - centre), or of its square, in four accumulators (one
 // would wait on the addition's latency every vector), four vectors a step so that it can ride
-// along another loop: the same additions in the same order however it is stepped.
+// along another loop: the same additions in the same order however it is stepped. With a copy,
+// the values are also stored there as fp32 (a 16-bit chunk's second pass then converts nothing).
 template <class T, bool kSquare>
 class CentredSum {
  public:
-  CentredSum(const T* x, int64_t n, float centre) : x_(x), n_(n), centre_(centre) {}
+  CentredSum(const T* x, int64_t n, float centre, float* copy)
+      : x_(x), n_(n), centre_(centre), copy_(copy) {}
 
   // Four more vectors, while four remain.
   void step() {
     if (i_ + 4 * W > n_) return;
-    for (int k = 0; k < 4; ++k) a_[k] += term(Io<T>::load(x_ + i_ + k * W));
+    for (int k = 0; k < 4; ++k) add(k, Io<T>::load(x_ + i_ + k * W), i_ + k * W);
     i_ += 4 * W;
   }
 
   // The rest, and the sum; once.
   float finish() {
     while (i_ + 4 * W <= n_) step();
-    for (int k = 0; i_ + W <= n_; i_ += W, ++k) a_[k] += term(Io<T>::load(x_ + i_));
-    if (i_ < n_) a_[3] += term(load_part(x_ + i_, n_ - i_, centre_));
+    for (int k = 0; i_ + W <= n_; i_ += W, ++k) add(k, Io<T>::load(x_ + i_), i_);
+    if (i_ < n_) {
+      const vf v = load_part(x_ + i_, n_ - i_, centre_);
+      a_[3] += term(v);
+      if (copy_ != nullptr) store_part(copy_ + i_, n_ - i_, v);
+    }
     return hsum((a_[0] + a_[1]) + (a_[2] + a_[3]));
   }
 
@@ -326,16 +334,26 @@ class CentredSum {
     return kSquare ? d * d : d;
   }
 
+  void add(int k, vf v, int64_t at) {
+    a_[k] += term(v);
+    if (copy_ != nullptr) Io<float>::store(copy_ + at, v);
+  }
+
   const T* x_;
   int64_t n_;
   float centre_;
+  float* copy_;
   int64_t i_ = 0;
   vf a_[4] = {};
 };
 
-template <class T, bool kSquare>
-float centred_sum(const void* x, int64_t n, float centre) {
-  return CentredSum<T, kSquare>(static_cast<const T*>(x), n, centre).finish();
+template <class T>
+float sum(const void* x, int64_t n, float shift, float* copy) {
+  return CentredSum<T, false>(static_cast<const T*>(x), n, shift, copy).finish();
+}
+
+float m2(const float* x, int64_t n, float mean) {
+  return CentredSum<float, true>(x, n, mean, nullptr).finish();
 }
 
 // y = act((x - m) * a + b) over n values, stepping `ride` once every four vectors.
@@ -371,10 +389,11 @@ void affine_channels(const T* x, T* y, int64_t n, int64_t offset, int64_t spatia
 template <class T>
 float affine(const void* xv, void* yv, int64_t n, int64_t offset, int64_t spatial,
              const float* m, const float* a, const float* b, int32_t act, const void* next,
-             float next_shift) {
+             float next_shift, float* next_copy) {
   const T* x = static_cast<const T*>(xv);
   T* y = static_cast<T*>(yv);
-  CentredSum<T, false> ride(static_cast<const T*>(next), next != nullptr ? n : 0, next_shift);
+  CentredSum<T, false> ride(static_cast<const T*>(next), next != nullptr ? n : 0, next_shift,
+                            next_copy);
   if (act == GN_ACT_SILU) {
     affine_channels<T, true>(x, y, n, offset, spatial, m, a, b, ride);
   } else {
@@ -444,8 +463,12 @@ void to_float(const void* xv, int64_t n, float* out) {
 
 template <class T>
 constexpr Ops ops_of() {
-  return Ops{&centred_sum<T, false>,      &centred_sum<T, true>,      &affine<T>,
-             &rows_centred_sum<T, false>, &rows_centred_sum<T, true>, &rows_affine<T>,
+  return Ops{&sum<T>,
+             &m2,
+             &affine<T>,
+             &rows_centred_sum<T, false>,
+             &rows_centred_sum<T, true>,
+             &rows_affine<T>,
              &to_float<T>};
 }
 
