@@ -3,9 +3,10 @@
 //
 // A unit is a group (NCHW: its C/G * spatial values are contiguous) or a sample (NHWC: every
 // group of it, its C/G channels interleaved with the others at each position). A unit is cut
-// into chunks of about kChunkElements; each chunk's statistics are two passes over it while it
-// sits in L1 (the mean of x - shift, then the squared deviations from that mean: no
-// E[x^2] - E[x]^2), merged with Chan's formula in double in chunk order. The chunks depend on the
+// into chunks of kChunkElements (NHWC: whole positions, about kRowsChunkElements); each chunk's
+// statistics are two passes over it while it sits in cache (the mean of x - shift, then the
+// squared deviations from that mean: no E[x^2] - E[x]^2), merged with Chan's formula in double
+// in chunk order. The chunks depend on the
 // shape alone and every element is normalised by the same code wherever its chunk runs (a chunk's
 // sum is the same additions whether it rides along a normalisation or not), so neither the
 // thread count nor the order the tasks run in changes a bit of the result.
@@ -32,6 +33,10 @@ namespace gn_cpu {
 namespace {
 
 constexpr int64_t kChunkElements = 4096;
+// NHWC chunks are whole positions: about this many values, and at least this many positions, so
+// that the per-channel work of each chunk (shifts, group means) stays small beside its values.
+constexpr int64_t kRowsChunkElements = 4 * kChunkElements;
+constexpr int64_t kRowsChunkMin = 16;
 // Below this many elements handing tasks to other threads costs more than it saves.
 constexpr int64_t kSerialElements = 1 << 15;
 
@@ -60,7 +65,7 @@ class Forward {
     units_ = nhwc_ ? p.n : p.n * p.groups;
     unit_groups_ = nhwc_ ? p.groups : 1;
     unit_length_ = nhwc_ ? p.spatial : per_group_ * p.spatial;
-    chunk_ = nhwc_ ? std::max<int64_t>(1, kChunkElements / p.c) : kChunkElements;
+    chunk_ = nhwc_ ? std::max<int64_t>(kRowsChunkMin, kRowsChunkElements / p.c) : kChunkElements;
     chunks_ = (unit_length_ + chunk_ - 1) / chunk_;
     moments_.resize(static_cast<size_t>(units_ * chunks_ * unit_groups_));
     mean_.resize(static_cast<size_t>(p.n * p.c));

@@ -412,19 +412,24 @@ inline vf coef_load(const float* p, int64_t k) {
   return k == W ? Io<float>::load(p) : load_part(p, k, 0.0f);
 }
 
-// Per channel j, the sum over the rows of (x[r, j] - centre[j]), or of its square.
+// Per channel j, the sum over the rows of (x[r, j] - centre[j]), or of its square: row after
+// row, as the values lie in memory (column by column would stride through a chunk of many rows
+// and wait on memory at every row), acc[j] taking the rows in order.
 template <class T, bool kSquare>
 void rows_centred_sum(const void* xv, int64_t rows, int64_t c, const float* centre, float* acc) {
   const T* x = static_cast<const T*>(xv);
-  for (int64_t j = 0; j < c; j += W) {
-    const int64_t k = c - j < W ? c - j : W;
-    const vf m = coef_load(centre + j, k);
-    vf a = vf{};
-    for (int64_t r = 0; r < rows; ++r) {
-      const vf d = row_load(x + r * c + j, k) - m;
-      a += kSquare ? d * d : d;
+  std::fill(acc, acc + c, 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < c; j += W) {
+      const int64_t k = c - j < W ? c - j : W;
+      const vf d = row_load(x + r * c + j, k) - coef_load(centre + j, k);
+      const vf sum = coef_load(acc + j, k) + (kSquare ? d * d : d);
+      if (k == W) {
+        Io<float>::store(acc + j, sum);
+      } else {
+        store_part(acc + j, k, sum);
+      }
     }
-    store_part(acc + j, k, a);
   }
 }
 
