@@ -136,21 +136,58 @@ def test_large_groups_and_large_means(layout: Layout, isa: str) -> None:
 
 @pytest.mark.parametrize("dtype", list(DTYPES.values()))
 @pytest.mark.parametrize("layout", list(Layout))
-@pytest.mark.parametrize("shape", [(1, 32, 96, 96), (5, 64, 11, 11), (1, 4, 9000)])
+@pytest.mark.parametrize(
+    ("shape", "groups"),
+    [((1, 32, 96, 96), 4), ((5, 64, 11, 11), 4), ((1, 4, 9000), 4), ((1, 8, 70, 70), 1)],
+)
 def test_threads_and_task_order_change_no_bit(layout: Layout, shape: tuple[int, ...],
-                                              dtype: type) -> None:
+                                              groups: int, dtype: type) -> None:
     """Serially one run of all groups, each group's statistics riding along the previous one's
-    normalisation; on threads, runs of fewer groups (or chunks in two rounds): the same bits."""
+    normalisation; on threads, runs of fewer groups, or (fewer groups than twice the cores)
+    chunks in two rounds: the same bits."""
     x = np.random.default_rng(3).standard_normal(shape).astype(dtype)
+    x[0, 0] += 50  # the first chunk apart: the statistics are summed again about the mean
     if layout == Layout.NHWC:
         x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
     gamma, beta = np.ones(shape[1], np.float32), np.zeros(shape[1], np.float32)
-    _, serial = cpu_forward(x, gamma, beta, 4, 1, layout)
+    _, serial = cpu_forward(x, gamma, beta, groups, 1, layout)
     for threads, seed in [(2, 0), (4, 1), (3, 2)]:
-        status, y = cpu_forward(x, gamma, beta, 4, 1, layout,
+        status, y = cpu_forward(x, gamma, beta, groups, 1, layout,
                                 parallel_for=_shuffled_on_threads(threads, seed))
         assert status == Status.SUCCESS
         assert np.array_equal(y.view(np.uint8), serial.view(np.uint8))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(
+    ("channels", "level"),
+    [(1024, 1000.0), (1024, 2.0), (16, 1e4), (16, 0.5)],
+    ids=["far-1024-chunks", "near-1024-chunks", "far-16-chunks", "near-16-chunks"],
+)
+def test_group_whose_first_chunk_sits_apart(channels: int, level: float, isa: str) -> None:
+    """NCHW statistics are summed about the mean of a group's first chunk: a first channel
+    (one chunk) shifted by `level` from the rest puts the group's mean far from it (summed
+    again about the mean) or near it (kept); both within the fp32 bound, and one value far off
+    the group too."""
+    x = np.random.default_rng(6).standard_normal((1, channels, 64, 64)).astype(np.float32)
+    x[0, 0] += np.float32(level)
+    _check_against_reference(x, 1, 0, Layout.NCHW, isa)
+    x[0, 0, 0, 0] = np.float32(1e6)
+    _check_against_reference(x, 1, 1, Layout.NCHW, isa)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_far_first_chunk_of_a_large_group_loses_no_digits(isa: str) -> None:
+    """A group of 2048 chunks whose first chunk sits 100 apart from the rest (spread 0.01):
+    summed about that chunk's mean alone, the squared deviations would lose about 5e-6 of
+    relative accuracy; summed again about the group's mean they keep two-pass accuracy."""
+    x = (np.random.default_rng(7).standard_normal((1, 1, 2048, 4096)) * 0.01).astype(np.float32)
+    x[0, 0, 0] += np.float32(100.0)
+    gamma, beta = np.ones(1, np.float32), np.zeros(1, np.float32)
+    status, y = cpu_forward(x, gamma, beta, 1, 0, Layout.NCHW, isa)
+    assert status == Status.SUCCESS
+    ref = group_norm_reference(x.astype(np.float64), 1, 1e-5, gamma, beta, 0)
+    assert relative_l2(y, ref) <= 1e-6
 
 
 @pytest.mark.parametrize("layout", list(Layout))

@@ -2,14 +2,16 @@
 // statistics, and the choice of instruction set. The primitives are in isa_kernels.cpp.
 //
 // A unit is a group (NCHW: its C/G * spatial values are contiguous) or a sample (NHWC: every
-// group of it, its C/G channels interleaved with the others at each position). A unit is cut
-// into chunks of kChunkElements (NHWC: whole positions, about kRowsChunkElements); each chunk's
-// statistics are two passes over it while it sits in cache (the mean of x - shift, then the
-// squared deviations from that mean: no E[x^2] - E[x]^2), merged with Chan's formula in double
-// in chunk order. The chunks depend on the
-// shape alone and every element is normalised by the same code wherever its chunk runs (a chunk's
-// sum is the same additions whether it rides along a normalisation or not), so neither the
-// thread count nor the order the tasks run in changes a bit of the result.
+// group of it, its C/G channels interleaved with the others at each position), cut into chunks
+// of kChunkElements (NHWC: whole positions, about kRowsChunkElements). NCHW chunks are summed in
+// one pass (d = x - centre and d^2) about one centre per group, the mean of its first chunk; the
+// group is summed again about its own mean where that lies far from the centre (never
+// E[x^2] - E[x]^2 about 0). NHWC chunks take two passes while they sit in cache (the mean of
+// x - shift, then the squared deviations from it). Chunks merge with Chan's formula in double
+// in chunk order. The chunks depend on the shape alone and every element is normalised by the
+// same code wherever its chunk runs (a chunk's sums are the same additions whether they ride
+// along a normalisation or not), so neither the thread count nor the order the tasks run in
+// changes a bit of the result.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -37,6 +39,9 @@ constexpr int64_t kChunkElements = 4096;
 // that the per-channel work of each chunk (shifts, group means) stays small beside its values.
 constexpr int64_t kRowsChunkElements = 4 * kChunkElements;
 constexpr int64_t kRowsChunkMin = 16;
+// How far (in standard deviations) a group's mean may lie from the centre its NCHW statistics
+// were summed about before they are summed again about the mean.
+constexpr double kOffCentre = 2.0;
 // Below this many elements handing tasks to other threads costs more than it saves.
 constexpr int64_t kSerialElements = 1 << 15;
 
@@ -68,6 +73,7 @@ class Forward {
     chunk_ = nhwc_ ? std::max<int64_t>(kRowsChunkMin, kRowsChunkElements / p.c) : kChunkElements;
     chunks_ = (unit_length_ + chunk_ - 1) / chunk_;
     moments_.resize(static_cast<size_t>(units_ * chunks_ * unit_groups_));
+    centre_.resize(static_cast<size_t>(nhwc_ ? 0 : units_));
     mean_.resize(static_cast<size_t>(p.n * p.c));
     scale_.resize(static_cast<size_t>(p.n * p.c));
     shift_.resize(static_cast<size_t>(p.n * p.c));
@@ -77,7 +83,12 @@ class Forward {
   int64_t elements() const { return p_.n * p_.c * p_.spatial; }
   int64_t tasks() const { return units_ * chunks_; }
 
-  // The statistics of one chunk (task = unit * chunks + chunk) into moments_.
+  // NCHW: the centre every chunk of a unit is summed about, from its first chunk (before any
+  // chunk's statistics).
+  void centre(int64_t unit) { set_centre(unit, first_chunk_sum(unit)); }
+
+  // The statistics of one chunk (task = unit * chunks + chunk) into moments_ (NCHW: once the
+  // unit's centre is set).
   void stats(int64_t task) {
     const int64_t unit = task / chunks_, k = task % chunks_;
     if (nhwc_) {
@@ -91,9 +102,10 @@ class Forward {
   // normalise it: y = (x - mean) * scale + shift.
   void finish(int64_t unit) {
     for (int64_t gu = 0; gu < unit_groups_; ++gu) {
-      Moments total;
-      for (int64_t k = 0; k < chunks_; ++k) total = merge(total, moment(unit, k, gu));
-      const double rstd = 1.0 / std::sqrt(total.m2 / total.count + static_cast<double>(p_.epsilon));
+      Moments total = merged(unit, gu);
+      if (!nhwc_ && off_centre(unit, total)) total = recentred(unit, total.mean);
+      const double variance = std::max(total.m2, 0.0) / total.count;
+      const double rstd = 1.0 / std::sqrt(variance + static_cast<double>(p_.epsilon));
       const int64_t n = nhwc_ ? unit : unit / p_.groups;
       const int64_t g = nhwc_ ? gu : unit % p_.groups;
       // The mean in fp32 and what rounding it left out, moved into the shift: x - mean is then
@@ -111,7 +123,7 @@ class Forward {
   }
 
   // y for one chunk, once its unit is finished.
-  void normalize(int64_t task) { normalize_chunk(task / chunks_, task % chunks_, false); }
+  void normalize(int64_t task) { normalize_chunk(task / chunks_, task % chunks_, -1, nullptr); }
 
   // Cut the units into about `wanted` runs of neighbours, one task each; how many there are.
   int64_t split_units(int64_t wanted) {
@@ -119,17 +131,27 @@ class Forward {
     return (units_ + run_units_ - 1) / run_units_;
   }
 
+  // NCHW: every unit's centre, on the calling thread (before the statistics of all chunks run
+  // as tasks of their own).
+  void centres() {
+    for (int64_t u = 0; !nhwc_ && u < units_; ++u) centre(u);
+  }
+
   // A run of units in one task: each unit's chunks stay in cache between its statistics and its
-  // normalisation, and (NCHW) the next unit's statistics pass rides along this one's
-  // normalisation, its reads from memory hidden behind the arithmetic.
+  // normalisation, and (NCHW) the next unit's statistics ride along this one's normalisation,
+  // their reads from memory hidden behind its arithmetic.
   void unit_run(int64_t run) {
     const int64_t first = run * run_units_, last = std::min(units_, first + run_units_);
+    if (!nhwc_) centre(first);
     for (int64_t k = 0; k < chunks_; ++k) stats(first * chunks_ + k);
     for (int64_t u = first; u < last; ++u) {
       finish(u);
-      const bool more = u + 1 < last;
-      for (int64_t k = 0; k < chunks_; ++k) normalize_chunk(u, k, more && !nhwc_);
-      for (int64_t k = 0; more && nhwc_ && k < chunks_; ++k) stats((u + 1) * chunks_ + k);
+      if (!nhwc_ && u + 1 < last) {
+        normalize_riding(u);
+        continue;
+      }
+      for (int64_t k = 0; k < chunks_; ++k) normalize_chunk(u, k, -1, nullptr);
+      for (int64_t k = 0; u + 1 < last && k < chunks_; ++k) stats((u + 1) * chunks_ + k);
     }
   }
 
@@ -140,8 +162,15 @@ class Forward {
     return moments_[static_cast<size_t>((unit * chunks_ + k) * unit_groups_ + gu)];
   }
 
-  // y for chunk k of a unit; with `ride` (NCHW), the statistics of chunk k of the next unit too.
-  void normalize_chunk(int64_t unit, int64_t k, bool ride) {
+  Moments merged(int64_t unit, int64_t gu) {
+    Moments total;
+    for (int64_t k = 0; k < chunks_; ++k) total = merge(total, moment(unit, k, gu));
+    return total;
+  }
+
+  // y for chunk k of a unit; with a next unit (NCHW), the sums of its chunk k about `centre`
+  // ride along into `sums`.
+  void normalize_chunk(int64_t unit, int64_t k, int64_t next, float* sums, float centre = 0) {
     const int64_t begin = k * chunk_, end = begin + chunk_length(k);
     if (nhwc_) {
       const int64_t at = (unit * p_.spatial + begin) * p_.c;
@@ -154,49 +183,78 @@ class Forward {
     const int64_t channel = (unit / p_.groups) * p_.c + (unit % p_.groups) * per_group_ +
                             begin / p_.spatial;
     const size_t coef = static_cast<size_t>(channel);
-    const float next_shift = ride ? group_shift(unit + 1) : 0.0f;
-    float* copy = ride ? chunk_copy() : nullptr;
-    const float sum = ops_.affine(span(unit, k), y_ + (unit * unit_length_ + begin) * esize_,
-                                  end - begin, begin % p_.spatial, p_.spatial, &mean_[coef],
-                                  &scale_[coef], &shift_[coef], p_.activation,
-                                  ride ? span(unit + 1, k) : nullptr, next_shift, copy);
-    if (ride) span_moments(unit + 1, k, next_shift, sum, copy);
+    ops_.affine(span(unit, k), y_ + (unit * unit_length_ + begin) * esize_, end - begin,
+                begin % p_.spatial, p_.spatial, &mean_[coef], &scale_[coef], &shift_[coef],
+                p_.activation, next >= 0 ? span(next, k) : nullptr, centre, sums);
   }
 
-  // NCHW: chunk k of a group's values, and its first value, by which every chunk is shifted.
+  // NCHW: unit u normalised while the next unit's statistics ride along: its first chunk summed
+  // about its first value with chunk 0 (then again about the centre that gives, from cache),
+  // each later chunk k summed about the centre with chunk k.
+  void normalize_riding(int64_t u) {
+    const int64_t next = u + 1;
+    float sums[2];
+    normalize_chunk(u, 0, next, sums, group_first(next));
+    set_centre(next, sums[0]);
+    stats_span(next, 0);
+    for (int64_t k = 1; k < chunks_; ++k) {
+      normalize_chunk(u, k, next, sums, centre_[static_cast<size_t>(next)]);
+      record(next, k, sums);
+    }
+  }
+
+  // NCHW: chunk k of a group's values, and its first value.
   const char* span(int64_t unit, int64_t k) const {
     return x_ + (unit * unit_length_ + k * chunk_) * esize_;
   }
 
-  float group_shift(int64_t unit) const {
+  float group_first(int64_t unit) const {
     float first;
     ops_.to_float(span(unit, 0), 1, &first);
     return first;
   }
 
+  // NCHW statistics: every chunk of a group is summed (d = x - centre and d^2, one pass) about
+  // one centre, the mean of its first chunk (that chunk summed about the group's first value).
+  // A chunk's squared deviations, sum d^2 - (sum d)^2 / n, lose digits only as far as the
+  // chunk's mean lies from the centre; finish() checks the whole group's and sums it again
+  // about its own mean where that lies far from the centre.
+  float first_chunk_sum(int64_t unit) const {
+    float sums[2];
+    ops_.sums(span(unit, 0), chunk_length(0), group_first(unit), sums);
+    return sums[0];
+  }
+
+  void set_centre(int64_t unit, float first_chunk_sum) {
+    const double mean = group_first(unit) + static_cast<double>(first_chunk_sum) / chunk_length(0);
+    centre_[static_cast<size_t>(unit)] = static_cast<float>(mean);
+  }
+
   void stats_span(int64_t unit, int64_t k) {
-    const float shift = group_shift(unit);
-    float* copy = chunk_copy();
-    span_moments(unit, k, shift, ops_.sum(span(unit, k), chunk_length(k), shift, copy), copy);
+    float sums[2];
+    ops_.sums(span(unit, k), chunk_length(k), centre_[static_cast<size_t>(unit)], sums);
+    record(unit, k, sums);
   }
 
-  // Where a 16-bit chunk's values go as fp32 during its sum pass (this thread's, reused chunk
-  // after chunk); nullptr for fp32, whose chunk is read as it is.
-  float* chunk_copy() const {
-    if (esize_ == 4) return nullptr;
-    thread_local std::vector<float> copy;
-    copy.resize(static_cast<size_t>(chunk_));
-    return copy.data();
+  void record(int64_t unit, int64_t k, const float* sums) {
+    const double n = static_cast<double>(chunk_length(k)), sum = sums[0];
+    moment(unit, k, 0) = Moments{n, centre_[static_cast<size_t>(unit)] + sum / n,
+                                 static_cast<double>(sums[1]) - sum * sum / n};
   }
 
-  // A chunk's moments from the sum of its values less shift: the mean, then the squared
-  // deviations from it while the chunk is still in cache (from its fp32 copy, if any).
-  void span_moments(int64_t unit, int64_t k, float shift, float sum, const float* copy) {
-    const int64_t length = chunk_length(k);
-    const double mean = shift + static_cast<double>(sum) / length;
-    const float* values = copy != nullptr ? copy : reinterpret_cast<const float*>(span(unit, k));
-    const float m2 = ops_.m2(values, length, static_cast<float>(mean));
-    moment(unit, k, 0) = Moments{static_cast<double>(length), mean, m2};
+  // Whether the group's sums were taken about a centre more than kOffCentre of its standard
+  // deviations from its mean: their squares then exceed its squared deviations (1 + kOffCentre^2)
+  // times, too many digits lost to trust.
+  bool off_centre(int64_t unit, const Moments& total) const {
+    const double off = total.mean - centre_[static_cast<size_t>(unit)];
+    return off * off * total.count > kOffCentre * kOffCentre * std::max(total.m2, 0.0);
+  }
+
+  // The group summed again about its mean (a third read of it; rare).
+  Moments recentred(int64_t unit, double mean) {
+    centre_[static_cast<size_t>(unit)] = static_cast<float>(mean);
+    for (int64_t k = 0; k < chunks_; ++k) stats_span(unit, k);
+    return merged(unit, 0);
   }
 
   int64_t chunk_length(int64_t k) const {
@@ -246,6 +304,7 @@ class Forward {
   int64_t units_ = 0, unit_groups_ = 0, chunk_ = 0, chunks_ = 0, unit_length_ = 0;
   int64_t run_units_ = 1;
   std::vector<Moments> moments_;
+  std::vector<float> centre_;
   std::vector<float> mean_, scale_, shift_;
 };
 
@@ -284,6 +343,7 @@ gn_status run(Forward& forward, gn_parallel_for parallel_for, void* runner) {
     const int64_t runs = forward.split_units(parallel_for == run_serially ? 1 : 2 * cores);
     ok = parallel_for(runner, run_task<&Forward::unit_run>, &forward, runs) == 0;
   } else {
+    forward.centres();
     ok = parallel_for(runner, run_task<&Forward::stats>, &forward, forward.tasks()) == 0;
     for (int64_t u = 0; ok && u < forward.units(); ++u) forward.finish(u);
     ok = ok && parallel_for(runner, run_task<&Forward::normalize>, &forward, forward.tasks()) == 0;

@@ -9,21 +9,17 @@
 namespace gn_cpu {
 
 struct Ops {
-  // The sum over n contiguous values of (x - shift); with a copy, the values also stored there as
-  // fp32 (n floats).
-  float (*sum)(const void* x, int64_t n, float shift, float* copy);
-  // The sum over n contiguous fp32 values of (x - mean)^2: an fp32 chunk itself, a 16-bit
-  // chunk's copy.
-  float (*m2)(const float* x, int64_t n, float mean);
+  // Over n contiguous values of d = x - centre: out[0] = the sum of d, out[1] = that of d^2.
+  void (*sums)(const void* x, int64_t n, float centre, float* out);
   // y = act((x - m[j]) * a[j] + b[j]) over n contiguous values of channels `spatial` long, the
   // first at position `offset` of channel 0 (act: gn_activation). Centring before the scale
-  // keeps a constant group exact whatever 1 / sqrt(var + eps) is. Meanwhile, the sum of
-  // (next - next_shift) over the n values at `next`, returned (0 for a null next): the next
-  // unit's statistics pass riding along, its reads from memory hidden behind this arithmetic;
-  // bitwise what `sum` returns for them, and like it storing them into next_copy if given.
-  float (*affine)(const void* x, void* y, int64_t n, int64_t offset, int64_t spatial,
-                  const float* m, const float* a, const float* b, int32_t act, const void* next,
-                  float next_shift, float* next_copy);
+  // keeps a constant group exact whatever 1 / sqrt(var + eps) is. With a next, `sums` of the n
+  // values there about next_centre ride along into next_out, four vectors of them every four
+  // vectors normalised (the next unit's statistics, their reads from memory hidden behind this
+  // loop), bitwise what `sums` gives for them.
+  void (*affine)(const void* x, void* y, int64_t n, int64_t offset, int64_t spatial,
+                 const float* m, const float* a, const float* b, int32_t act, const void* next,
+                 float next_centre, float* next_out);
   // Channels last, rows of c values: acc[j] = sum over the rows of (x[r, j] - shift[j]).
   void (*rows_sum)(const void* x, int64_t rows, int64_t c, const float* shift, float* acc);
   // acc[j] = sum over the rows of (x[r, j] - mean[j])^2.

@@ -299,67 +299,52 @@ inline vf activate(vf v) {
   }
 }
 
-// The sum over n contiguous values of (x - centre), or of its square, in four accumulators (one
-// would wait on the addition's latency every vector), four vectors a step so that it can ride
-// along another loop: the same additions in the same order however it is stepped. With a copy,
-// the values are also stored there as fp32 (a 16-bit chunk's second pass then converts nothing).
-template <class T, bool kSquare>
-class CentredSum {
+// The sums over n contiguous values of d = x - centre and of d^2, each in four accumulators
+// (one would wait on the addition's latency every vector), four vectors a step so that they can
+// ride along another loop: the same additions in the same order however they are stepped.
+template <class T>
+class CentredSums {
  public:
-  CentredSum(const T* x, int64_t n, float centre, float* copy)
-      : x_(x), n_(n), centre_(centre), copy_(copy) {}
+  CentredSums(const T* x, int64_t n, float centre) : x_(x), n_(n), centre_(centre) {}
 
   // Four more vectors, while four remain.
   void step() {
     if (i_ + 4 * W > n_) return;
-    for (int k = 0; k < 4; ++k) add(k, Io<T>::load(x_ + i_ + k * W), i_ + k * W);
+    for (int k = 0; k < 4; ++k) add(k, Io<T>::load(x_ + i_ + k * W));
     i_ += 4 * W;
   }
 
-  // The rest, and the sum; once.
-  float finish() {
+  // The rest; out[0] = the sum of d, out[1] = the sum of d^2. Once.
+  void finish(float* out) {
     while (i_ + 4 * W <= n_) step();
-    for (int k = 0; i_ + W <= n_; i_ += W, ++k) add(k, Io<T>::load(x_ + i_), i_);
-    if (i_ < n_) {
-      const vf v = load_part(x_ + i_, n_ - i_, centre_);
-      a_[3] += term(v);
-      if (copy_ != nullptr) store_part(copy_ + i_, n_ - i_, v);
-    }
-    return hsum((a_[0] + a_[1]) + (a_[2] + a_[3]));
+    for (int k = 0; i_ + W <= n_; i_ += W, ++k) add(k, Io<T>::load(x_ + i_));
+    if (i_ < n_) add(3, load_part(x_ + i_, n_ - i_, centre_));  // padding adds 0 to both
+    out[0] = hsum((d_[0] + d_[1]) + (d_[2] + d_[3]));
+    out[1] = hsum((q_[0] + q_[1]) + (q_[2] + q_[3]));
   }
 
  private:
-  vf term(vf v) const {
+  void add(int k, vf v) {
     const vf d = v - centre_;
-    return kSquare ? d * d : d;
-  }
-
-  void add(int k, vf v, int64_t at) {
-    a_[k] += term(v);
-    if (copy_ != nullptr) Io<float>::store(copy_ + at, v);
+    d_[k] += d;
+    q_[k] += d * d;
   }
 
   const T* x_;
   int64_t n_;
   float centre_;
-  float* copy_;
   int64_t i_ = 0;
-  vf a_[4] = {};
+  vf d_[4] = {}, q_[4] = {};
 };
 
 template <class T>
-float sum(const void* x, int64_t n, float shift, float* copy) {
-  return CentredSum<T, false>(static_cast<const T*>(x), n, shift, copy).finish();
-}
-
-float m2(const float* x, int64_t n, float mean) {
-  return CentredSum<float, true>(x, n, mean, nullptr).finish();
+void sums(const void* x, int64_t n, float centre, float* out) {
+  CentredSums<T>(static_cast<const T*>(x), n, centre).finish(out);
 }
 
 // y = act((x - m) * a + b) over n values, stepping `ride` once every four vectors.
 template <class T, bool kSilu>
-void affine_span(const T* x, T* y, int64_t n, float m, float a, float b,
-                 CentredSum<T, false>& ride) {
+void affine_span(const T* x, T* y, int64_t n, float m, float a, float b, CentredSums<T>& ride) {
   const vf vm = splat(m), va = splat(a), vb = splat(b);
   const auto out = [&](int64_t i) {
     Io<T>::store(y + i, activate<T, kSilu>((Io<T>::load(x + i) - vm) * va + vb));
@@ -378,7 +363,7 @@ void affine_span(const T* x, T* y, int64_t n, float m, float a, float b,
 // The run channel by channel: each channel's part is a span of its own coefficients.
 template <class T, bool kSilu>
 void affine_channels(const T* x, T* y, int64_t n, int64_t offset, int64_t spatial,
-                     const float* m, const float* a, const float* b, CentredSum<T, false>& ride) {
+                     const float* m, const float* a, const float* b, CentredSums<T>& ride) {
   for (int64_t i = 0, j = 0; i < n; ++j) {
     const int64_t run = std::min(n - i, spatial - (j == 0 ? offset : 0));
     affine_span<T, kSilu>(x + i, y + i, run, m[j], a[j], b[j], ride);
@@ -387,19 +372,18 @@ void affine_channels(const T* x, T* y, int64_t n, int64_t offset, int64_t spatia
 }
 
 template <class T>
-float affine(const void* xv, void* yv, int64_t n, int64_t offset, int64_t spatial,
-             const float* m, const float* a, const float* b, int32_t act, const void* next,
-             float next_shift, float* next_copy) {
+void affine(const void* xv, void* yv, int64_t n, int64_t offset, int64_t spatial,
+            const float* m, const float* a, const float* b, int32_t act, const void* next,
+            float next_centre, float* next_out) {
   const T* x = static_cast<const T*>(xv);
   T* y = static_cast<T*>(yv);
-  CentredSum<T, false> ride(static_cast<const T*>(next), next != nullptr ? n : 0, next_shift,
-                            next_copy);
+  CentredSums<T> ride(static_cast<const T*>(next), next != nullptr ? n : 0, next_centre);
   if (act == GN_ACT_SILU) {
     affine_channels<T, true>(x, y, n, offset, spatial, m, a, b, ride);
   } else {
     affine_channels<T, false>(x, y, n, offset, spatial, m, a, b, ride);
   }
-  return ride.finish();
+  if (next != nullptr) ride.finish(next_out);
 }
 
 // Channels last: lanes are channels j..j+k of each row; the padding lanes hold 0 on both sides.
@@ -468,8 +452,7 @@ void to_float(const void* xv, int64_t n, float* out) {
 
 template <class T>
 constexpr Ops ops_of() {
-  return Ops{&sum<T>,
-             &m2,
+  return Ops{&sums<T>,
              &affine<T>,
              &rows_centred_sum<T, false>,
              &rows_centred_sum<T, true>,
