@@ -178,13 +178,18 @@ class Case:
         return list(self.open().run(None, feeds))
 
 
+# Rounds of turns per row: a slow stretch of the machine lands on every case of the row alike.
+ROUNDS = 10
+
+
 def interleaved_ms(
-    cases: dict[str, Case], feeds: dict[str, np.ndarray], repeat: int, rounds: int = 3
+    cases: dict[str, Case], feeds: dict[str, np.ndarray], repeat: int, rounds: int = ROUNDS
 ) -> dict[str, float]:
-    """Median ms per case of ``repeat`` timed runs, taken in ``rounds`` rounds that each run
-    every case in turn, each turn on a session of its own (opened, run once untimed, timed,
-    closed): a slow stretch of the machine costs every case alike."""
+    """Median ms per case of ``repeat`` timed runs, taken in ``rounds`` rounds (at most one a
+    run) that each run every case in turn, each turn on a session of its own (opened, run once
+    untimed, timed, closed): a slow stretch of the machine costs every case alike."""
     times: dict[str, list[float]] = {name: [] for name in cases}
+    rounds = max(1, min(rounds, repeat))
     for r in range(rounds):
         share = repeat // rounds + (1 if r < repeat % rounds else 0)
         for name, case in cases.items():
@@ -303,7 +308,8 @@ def bench_ort(
         f"date: {datetime.date.today().isoformat()}; machine: {_machine()}; "
         f"ONNX Runtime {ort.__version__} CPU, all graph optimizations, "
         f"{' and '.join(map(str, THREADS))} intra-op threads; the cases of a row timed "
-        "in turns of a third of the runs each (one session open at a time), in one process",
+        f"in {ROUNDS} rounds of turns, each turn on a session of its own (one open at a time), "
+        "in one process",
         "",
         "## One GN + SiLU layer (median ms, N = 1, G = 32)",
         "",
