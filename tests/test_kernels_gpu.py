@@ -265,6 +265,24 @@ def test_unaligned_pointers(path: k.LaunchPath, dtype: str, layout: str) -> None
     assert _max_element_error(y, ref) <= ELEMENT_TOLERANCES[dtype]
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", [k.LaunchPath.AUTO, *PATHS], ids=lambda p: p.name.lower())
+def test_silu_at_extreme_preactivations(path: k.LaunchPath, dtype: str, layout: str) -> None:
+    # one channel a group, shifted by beta from -1000 to 1000 with gamma 40: e^-v overflows
+    # fp32 below v = -88 (the CPU kernels once returned NaN there)
+    import torch
+
+    x, _, _, g = _case((2, 9, (7, 5), 9), dtype, layout)
+    gamma = torch.full((9,), 40.0, dtype=torch.float64, device=x.device)
+    beta = torch.tensor([-1000.0, -120, -89, -87, 0, 87, 89, 120, 1000], device=x.device)
+    if _refused(x, g, layout, path):
+        return
+    y = _run(x, g, gamma, beta.double(), layout, True, path)
+    ref = _reference(x, gamma, beta.double(), g, layout, True)
+    assert _max_element_error(y, ref) <= ELEMENT_TOLERANCES[dtype]
+
+
 @pytest.mark.parametrize("silu", [False, True], ids=["plain", "silu"])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("dtype", DTYPES)
