@@ -168,9 +168,10 @@ class Forward {
     return total;
   }
 
-  // y for chunk k of a unit; with a next unit (NCHW), the sums of its chunk k about `centre`
-  // ride along into `sums`.
-  void normalize_chunk(int64_t unit, int64_t k, int64_t next, float* sums, float centre = 0) {
+  // y for chunk k of a unit; with a next unit (NCHW), the sums of its chunk k about
+  // next_centre ride along into `sums`.
+  void normalize_chunk(int64_t unit, int64_t k, int64_t next, float* sums,
+                       float next_centre = 0.0f) {
     const int64_t begin = k * chunk_, end = begin + chunk_length(k);
     if (nhwc_) {
       const int64_t at = (unit * p_.spatial + begin) * p_.c;
@@ -185,7 +186,7 @@ class Forward {
     const size_t coef = static_cast<size_t>(channel);
     ops_.affine(span(unit, k), y_ + (unit * unit_length_ + begin) * esize_, end - begin,
                 begin % p_.spatial, p_.spatial, &mean_[coef], &scale_[coef], &shift_[coef],
-                p_.activation, next >= 0 ? span(next, k) : nullptr, centre, sums);
+                p_.activation, next >= 0 ? span(next, k) : nullptr, next_centre, sums);
   }
 
   // NCHW: unit u normalised while the next unit's statistics ride along: its first chunk summed
