@@ -85,7 +85,12 @@ class Forward {
 
   // NCHW: the centre every chunk of a unit is summed about, from its first chunk (before any
   // chunk's statistics).
-  void centre(int64_t unit) { set_centre(unit, first_chunk_sum(unit)); }
+  void centre(int64_t unit) {
+    const float first = group_first(unit);
+    float sums[2];
+    ops_.sums(span(unit, 0), chunk_length(0), first, sums);
+    set_centre(unit, first, sums[0]);
+  }
 
   // The statistics of one chunk (task = unit * chunks + chunk) into moments_ (NCHW: once the
   // unit's centre is set).
@@ -195,8 +200,9 @@ class Forward {
   void normalize_riding(int64_t u) {
     const int64_t next = u + 1;
     float sums[2];
-    normalize_chunk(u, 0, next, sums, group_first(next));
-    set_centre(next, sums[0]);
+    const float first = group_first(next);
+    normalize_chunk(u, 0, next, sums, first);
+    set_centre(next, first, sums[0]);
     stats_span(next, 0);
     for (int64_t k = 1; k < chunks_; ++k) {
       normalize_chunk(u, k, next, sums, centre_[static_cast<size_t>(next)]);
@@ -220,14 +226,8 @@ class Forward {
   // A chunk's squared deviations, sum d^2 - (sum d)^2 / n, lose digits only as far as the
   // chunk's mean lies from the centre; finish() checks the whole group's and sums it again
   // about its own mean where that lies far from the centre.
-  float first_chunk_sum(int64_t unit) const {
-    float sums[2];
-    ops_.sums(span(unit, 0), chunk_length(0), group_first(unit), sums);
-    return sums[0];
-  }
-
-  void set_centre(int64_t unit, float first_chunk_sum) {
-    const double mean = group_first(unit) + static_cast<double>(first_chunk_sum) / chunk_length(0);
+  void set_centre(int64_t unit, float first, float first_chunk_sum) {
+    const double mean = first + static_cast<double>(first_chunk_sum) / chunk_length(0);
     centre_[static_cast<size_t>(unit)] = static_cast<float>(mean);
   }
 

@@ -396,6 +396,15 @@ inline vf coef_load(const float* p, int64_t k) {
   return k == W ? Io<float>::load(p) : load_part(p, k, 0.0f);
 }
 
+template <class T>
+void row_store(T* p, int64_t k, vf v) {
+  if (k == W) {
+    Io<T>::store(p, v);
+  } else {
+    store_part(p, k, v);
+  }
+}
+
 // Per channel j, the sum over the rows of (x[r, j] - centre[j]), or of its square: row after
 // row, as the values lie in memory (column by column would stride through a chunk of many rows
 // and wait on memory at every row), acc[j] taking the rows in order.
@@ -407,12 +416,7 @@ void rows_centred_sum(const void* xv, int64_t rows, int64_t c, const float* cent
     for (int64_t j = 0; j < c; j += W) {
       const int64_t k = c - j < W ? c - j : W;
       const vf d = row_load(x + r * c + j, k) - coef_load(centre + j, k);
-      const vf sum = coef_load(acc + j, k) + (kSquare ? d * d : d);
-      if (k == W) {
-        Io<float>::store(acc + j, sum);
-      } else {
-        store_part(acc + j, k, sum);
-      }
+      row_store(acc + j, k, coef_load(acc + j, k) + (kSquare ? d * d : d));
     }
   }
 }
@@ -424,12 +428,8 @@ void rows_affine_act(const T* x, T* y, int64_t rows, int64_t c, const float* m, 
     for (int64_t j = 0; j < c; j += W) {
       const int64_t k = c - j < W ? c - j : W;
       const vf centred = row_load(x + r * c + j, k) - coef_load(m + j, k);
-      const vf v = activate<T, kSilu>(centred * coef_load(a + j, k) + coef_load(b + j, k));
-      if (k == W) {
-        Io<T>::store(y + r * c + j, v);
-      } else {
-        store_part(y + r * c + j, k, v);
-      }
+      row_store(y + r * c + j, k,
+                activate<T, kSilu>(centred * coef_load(a + j, k) + coef_load(b + j, k)));
     }
   }
 }
